@@ -1,0 +1,117 @@
+"""Where stages run: a Dask client (local cluster by default, or an existing scheduler), and a
+driver that maps a per-shard function over shards with a progress bar.
+
+A stage passes a plain function ``fn(shard) -> dict`` (paths and indices only; arrays never
+travel through the graph). The dict a shard returns is summarised by the progress bar:
+``samples`` (done) and ``failed`` (per-sample failures) are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, gpu: bool = False):
+    """A ``distributed.Client``: connected to ``scheduler`` (``tcp://host:port``) when given,
+    else to a new local cluster of ``workers`` single-threaded worker processes (default: one
+    per core). With ``gpu`` each local worker advertises the resource ``GPU=1``."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or default_workers()
+    with LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        resources={"GPU": 1} if gpu else None,
+        silence_logs=40,
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+@dataclass
+class ShardRun:
+    """What happened to the shards of one stage run."""
+
+    done: dict[int, dict] = field(default_factory=dict)  # shard -> the dict it returned
+    errors: dict[int, str] = field(default_factory=dict)  # shard -> error text (shard not written)
+    seconds: float = 0.0
+
+
+def run_shards(
+    fn: Callable[[int], dict],
+    shards: list[int],
+    client=None,
+    desc: str = "shards",
+    progress: bool = True,
+    resources: dict | None = None,
+    key_prefix: str = "avdd",
+) -> ShardRun:
+    """Run ``fn(shard)`` for every shard, on ``client`` (Dask) or in this process when None.
+
+    A shard whose task raises (or whose workers keep dying) is recorded in ``errors``; the
+    other shards go on. ``resources`` (e.g. ``{"GPU": 1}``) annotates every task.
+    """
+    run = ShardRun()
+    start = time.perf_counter()
+    bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress, dynamic_ncols=True)
+    counts = {"samples": 0, "failed": 0}
+
+    def record(shard: int, result: dict | None, error: str | None):
+        if error is not None:
+            run.errors[shard] = error
+        else:
+            run.done[shard] = result
+            counts["samples"] += int(result.get("samples", 0))
+            counts["failed"] += int(result.get("failed", 0))
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(samples_s=f"{counts['samples'] / elapsed:.2f}", failures=counts["failed"],
+                        errors=len(run.errors), refresh=False)
+        bar.update(1)
+
+    try:
+        if client is None:
+            for s in shards:
+                try:
+                    record(s, fn(s), None)
+                except Exception:  # a shard-level error: keep going with the others
+                    record(s, None, traceback.format_exc(limit=5))
+        else:
+            from distributed import as_completed
+
+            futures = {
+                client.submit(fn, s, key=f"{key_prefix}-{s}-{os.urandom(4).hex()}", pure=False,
+                              resources=resources): s
+                for s in shards
+            }
+            for fut in as_completed(futures):
+                s = futures[fut]
+                if fut.status == "finished":
+                    record(s, fut.result(), None)
+                else:
+                    exc = fut.exception()
+                    record(s, None, f"{type(exc).__name__}: {exc}")
+                fut.release()
+    finally:
+        bar.close()
+    run.seconds = time.perf_counter() - start
+    return run

@@ -1,0 +1,434 @@
+"""Extraction: manifest -> face crops, mouth crops and clip-aligned audio in a zarr store.
+
+Each item (a video or an audio file) gives up to ``clips_per_video`` clips of
+``frames_per_clip`` frames on a fixed ``fps`` grid, spread evenly over the media without
+overlap. A clip starting at grid frame ``k`` covers ``[k / fps, (k + F) / fps)``; its audio is
+exactly ``F / fps * sample_rate`` samples from sample ``k * sample_rate / fps``.
+
+:func:`extract_shard` is the pure per-shard function every worker runs; :func:`extract` plans
+the store and maps it over the shards that are not done yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store as st
+from .cluster import default_workers, dask_client, run_shards
+from .errors import MediaError
+from .faces import FaceConfig, crop_clip, track_clip
+from .manifest import ManifestRow, manifest_root, read_manifest
+from .media import decoded_size, iter_clips, probe, read_audio
+
+STAGE = "extract"
+OUTPUT = "samples"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    fps: float = 25.0  # frames are sampled on this grid
+    frames_per_clip: int = 32  # 1.28 s at 25 fps
+    clips_per_video: int = 4  # at most; fewer when the media is shorter
+    sample_rate: int = 16000  # audio is mono at this rate
+    items_per_shard: int = 4  # a shard (one task) holds the clips of this many items
+    decode_short_side: int = 720  # frames are decoded at most this large (short side); 0 = native
+    seek_gap_seconds: float = 10.0  # clips further apart are reached by seeking, not decoding through
+    max_pad_frames: int = 2  # a clip cut short by at most this many frames repeats its last frame
+    face: FaceConfig = field(default_factory=FaceConfig)
+
+    def __post_init__(self):
+        if isinstance(self.face, dict):
+            object.__setattr__(self, "face", FaceConfig(**{**self.face, "thresholds": tuple(self.face["thresholds"])}))
+        if self.frames_per_clip < 1 or self.clips_per_video < 1 or self.items_per_shard < 1:
+            raise ValueError("frames_per_clip, clips_per_video and items_per_shard must be >= 1")
+
+    @property
+    def audio_samples(self) -> int:
+        """Samples per clip: frames / fps x sample_rate."""
+        return int(round(self.frames_per_clip * self.sample_rate / self.fps))
+
+    def audio_start(self, start_frame: int) -> int:
+        return int(round(start_frame * self.sample_rate / self.fps))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hashed(self) -> dict:
+        """The part of the config that changes results (not where or how fast it runs)."""
+        d = self.to_dict()
+        for k in ("device", "batch_size"):
+            d["face"].pop(k)
+        return d
+
+
+def plan_starts(total_frames: int, frames_per_clip: int, clips: int) -> list[int]:
+    """Start frames of up to ``clips`` non-overlapping clips spread evenly over
+    ``total_frames`` grid frames (first clip at 0, last ending at the end)."""
+    n = min(clips, total_frames // frames_per_clip)
+    if n <= 0:
+        return []
+    if n == 1:
+        return [(total_frames - frames_per_clip) // 2]
+    span = total_frames - frames_per_clip
+    return [int(round(i * span / (n - 1))) for i in range(n)]
+
+
+# ---- one item ------------------------------------------------------------------------------
+
+
+@dataclass
+class Clip:
+    """One extracted clip; arrays are None when that modality is absent."""
+
+    start_frame: int
+    face: np.ndarray | None = None
+    mouth: np.ndarray | None = None
+    box: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    n_faces: int = 0
+    audio: np.ndarray | None = None
+    source_size: tuple[int, int] = (0, 0)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _resolve(root: Path, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else root / q
+
+
+def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int = 1) -> list[Clip]:
+    """All clips of one item. Raises MediaError when nothing can be taken from it."""
+    path = root / row.path
+    info = probe(path)
+    wants_audio = row.audio_path is not None or row.has_audio is not False
+    audio, audio_failure = None, None
+    if wants_audio:
+        src = _resolve(root, row.audio_path) if row.audio_path else path
+        if src == path and info.audio is None:
+            audio_failure = ("no_audio", "")
+        else:
+            try:
+                audio = read_audio(src, cfg.sample_rate, threads)
+            except MediaError as e:
+                audio_failure = (e.reason, e.detail)
+    if row.media == "video" and info.video is None and audio is None:
+        raise MediaError(path, "no_video")
+    if row.media == "video" and info.video is not None:
+        total = int(np.floor(info.duration * cfg.fps + 1e-6)) if info.duration else 10**9
+        clips = _video_clips(path, info, total, cfg, threads)
+    else:
+        if audio is None:
+            raise MediaError(path, *(audio_failure or ("no_audio", "")))
+        total = int(len(audio) * cfg.fps / cfg.sample_rate + 1e-9)  # grid frames the audio covers
+        starts = plan_starts(total, cfg.frames_per_clip, cfg.clips_per_video)
+        if not starts:
+            raise MediaError(path, "too_short", f"{len(audio) / cfg.sample_rate:.2f} s < one clip")
+        clips = [Clip(start_frame=s) for s in starts]
+        if row.media == "video":  # a video row whose file has no video stream: audio only
+            for c in clips:
+                c.failures.append(("no_video", ""))
+    for c in clips:
+        if audio is not None:
+            c.audio = _audio_span(audio, cfg.audio_start(c.start_frame), cfg.audio_samples)
+            if c.audio is None:
+                c.failures.append(("no_audio", "audio track ends before the clip"))
+        elif audio_failure is not None:
+            c.failures.append(audio_failure)
+    return clips
+
+
+def _video_clips(path: Path, info, total: int, cfg: ExtractConfig, threads: int) -> list[Clip]:
+    F = cfg.frames_per_clip
+    starts = plan_starts(total, F, cfg.clips_per_video)
+    if not starts:
+        raise MediaError(path, "too_short", f"{info.duration:.2f} s < one clip of {F / cfg.fps:.2f} s")
+    size = decoded_size(info.video, cfg.decode_short_side)
+    back = info.video.width / size[0]  # decoded pixels -> source pixels
+    clips, anchor = [], None
+    for start, frames in iter_clips(path, starts, F, cfg.fps, size, threads, int(cfg.seek_gap_seconds * cfg.fps)):
+        clip = Clip(start_frame=start, source_size=(info.video.width, info.video.height))
+        clips.append(clip)
+        if len(frames) < F - cfg.max_pad_frames:
+            clip.failures.append(("decode_error", f"video ended after {len(frames)} of {F} frames"))
+            continue
+        if len(frames) < F:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], F - len(frames), axis=0)])
+        faces = track_clip(frames, cfg.face, anchor)
+        if faces is None:
+            clip.failures.append(("no_face", f"main face on < {cfg.face.min_detected_fraction:.0%} of frames"))
+            continue
+        anchor = faces.boxes.mean(axis=0)
+        clip.face, clip.mouth = crop_clip(frames, faces, cfg.face)
+        clip.box, clip.landmarks = faces.boxes * back, faces.landmarks * back
+        clip.confidence, clip.n_faces = faces.confidence, faces.n_faces
+    if len(clips) < len(starts):  # the decoder stopped early: later clips have no frames
+        clips += [Clip(start_frame=s, failures=[("decode_error", "video ended before the clip")])
+                  for s in starts[len(clips):]]
+    return clips
+
+
+def _audio_span(audio: np.ndarray, start: int, n: int) -> np.ndarray | None:
+    """``n`` samples from ``start``, zero-padded past the end; None if it starts past the end."""
+    if start >= len(audio):
+        return None
+    seg = audio[start : start + n]
+    return seg if len(seg) == n else np.pad(seg, (0, n - len(seg)))
+
+
+# ---- one shard -----------------------------------------------------------------------------
+
+
+def _buffers(n: int, cfg: ExtractConfig) -> dict[str, np.ndarray]:
+    F, S, M = cfg.frames_per_clip, cfg.face.face_size, cfg.face.mouth_size
+    return {
+        "video/face": np.zeros((n, F, S, S, 3), np.uint8),
+        "video/mouth": np.zeros((n, F, M, M, 3), np.uint8),
+        "video/box": np.zeros((n, F, 4), np.float32),
+        "video/landmarks": np.zeros((n, F, 5, 2), np.float32),
+        "video/confidence": np.full((n, F), np.nan, np.float32),
+        "audio/real": np.zeros((n, cfg.audio_samples), np.float32),
+        "meta/status": np.full(n, st.STATUS["unused"], np.int8),
+        "meta/has_video": np.zeros(n, bool),
+        "meta/has_audio": np.zeros(n, bool),
+        "meta/start_frame": np.full(n, -1, np.int32),
+        "meta/n_faces": np.zeros(n, np.int8),
+        "meta/source_size": np.zeros((n, 2), np.int32),
+    }
+
+
+def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: str, threads: int = 1) -> dict:
+    """Extract the items of one shard and write the shard whole, then its done-marker.
+
+    The shard's manifest rows are read from the store (``items/row``). A valid marker means
+    the shard is done already (e.g. a retried task): nothing is redone. Returns the counts.
+    """
+    done = st.valid_marker(store, STAGE, OUTPUT, shard, stage_hash)
+    if done is not None:
+        return {**done["counts"], "skipped": True}
+    _set_threads(threads)
+    cfg = ExtractConfig(**config)
+    C = cfg.clips_per_video
+    lo = shard * cfg.items_per_shard * C
+    first = shard * cfg.items_per_shard
+    rows = [json.loads(r) for r in st.open_root(store)["items/row"][first : first + cfg.items_per_shard]]
+    buf = _buffers(len(rows) * C, cfg)
+    failures: list[dict] = []
+    t0 = time.perf_counter()
+    for j, d in enumerate(rows):
+        row = ManifestRow.from_dict(d)
+        item = shard * cfg.items_per_shard + j
+        try:
+            clips = extract_item(row, Path(root), cfg, threads)
+        except MediaError as e:
+            _fail_item(buf, failures, j, C, lo, item, row, e.reason, e.detail)
+            continue
+        except Exception as e:  # a bug must not stop the run: record it with its traceback
+            detail = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"
+            _fail_item(buf, failures, j, C, lo, item, row, "internal_error", detail)
+            continue
+        for c, clip in enumerate(clips):
+            _put_clip(buf, j * C + c, clip, row)
+            failures += [{"sample": lo + j * C + c, "item": item, "id": row.id, "clip": c, "reason": r,
+                          "detail": dt} for r, dt in clip.failures]
+    root_group = st.open_root(store, mode="r+")
+    for name, data in buf.items():
+        root_group[name][lo : lo + len(data)] = data
+    status = buf["meta/status"]
+    counts = {
+        "samples": int((status <= st.STATUS["partial"]).sum()),
+        "ok": int((status == st.STATUS["ok"]).sum()),
+        "partial": int((status == st.STATUS["partial"]).sum()),
+        "failed": int((status == st.STATUS["failed"]).sum()),
+        "unused": int((status == st.STATUS["unused"]).sum()),
+        "frames": int(buf["meta/has_video"].sum()) * cfg.frames_per_clip,
+    }
+    st.write_marker(store, STAGE, OUTPUT, shard, {
+        "config_hash": stage_hash, "counts": counts, "failures": failures,
+        "seconds": round(time.perf_counter() - t0, 3),
+    })
+    return counts
+
+
+def _put_clip(buf: dict, i: int, clip: Clip, row: ManifestRow) -> None:
+    buf["meta/start_frame"][i] = clip.start_frame
+    buf["meta/source_size"][i] = clip.source_size
+    if clip.face is not None:
+        buf["video/face"][i], buf["video/mouth"][i] = clip.face, clip.mouth
+        buf["video/box"][i], buf["video/landmarks"][i] = clip.box, clip.landmarks
+        buf["video/confidence"][i], buf["meta/n_faces"][i] = clip.confidence, clip.n_faces
+        buf["meta/has_video"][i] = True
+    if clip.audio is not None:
+        buf["audio/real"][i] = clip.audio
+        buf["meta/has_audio"][i] = True
+    expected = [row.media == "video", row.audio_path is not None or row.has_audio is not False]
+    present = [buf["meta/has_video"][i], buf["meta/has_audio"][i]]
+    missing = any(e and not p for e, p in zip(expected, present))
+    buf["meta/status"][i] = st.STATUS["failed"] if not any(present) else st.STATUS["partial" if missing else "ok"]
+
+
+def _fail_item(buf, failures, j, C, lo, item, row, reason, detail) -> None:
+    buf["meta/status"][j * C : (j + 1) * C] = st.STATUS["failed"]
+    failures.append({"sample": None, "item": item, "id": row.id, "clip": None, "reason": reason, "detail": detail})
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+# ---- the store and the driver --------------------------------------------------------------
+
+
+def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite: bool = False) -> dict:
+    """Create the store's arrays with their final shapes (or check an existing store was made
+    with the same config and manifest). Returns the plan stored in the store's attributes."""
+    plan = {
+        "config": cfg.to_dict(),
+        "config_hash": st.config_hash(cfg.hashed()),
+        "manifest_hash": st.config_hash([r.to_dict() for r in rows]),
+        "n_items": len(rows),
+        "clips_per_item": cfg.clips_per_video,
+        "n_samples": len(rows) * cfg.clips_per_video,
+        "shard_size": cfg.items_per_shard * cfg.clips_per_video,
+    }
+    plan["n_shards"] = -(-plan["n_samples"] // plan["shard_size"])
+    plan["stage_hash"] = st.config_hash([plan["config_hash"], plan["manifest_hash"], st.FORMAT_VERSION])
+    existing = _existing_plan(store)
+    if existing is not None and not overwrite:
+        if existing["stage_hash"] == plan["stage_hash"]:
+            return existing
+        raise st.StoreMismatch(_mismatch_message(store, existing, plan))
+    if overwrite:
+        st.remove(store)
+    _create_arrays(store, rows, cfg, plan)
+    return plan
+
+
+def _existing_plan(store) -> dict | None:
+    if not (Path(store) / "zarr.json").is_file():
+        return None
+    try:
+        return st.store_attrs(store)["stages"].get(STAGE)
+    except ValueError:
+        raise st.StoreMismatch(f"{store} exists and is not an avdd store; choose another path") from None
+
+
+def _mismatch_message(store, old: dict, new: dict) -> str:
+    what = []
+    if old["config_hash"] != new["config_hash"]:
+        diff = _diff(old["config"], new["config"])
+        what.append("config (" + ", ".join(diff) + ")")
+    if old["manifest_hash"] != new["manifest_hash"]:
+        what.append(f"manifest ({old['n_items']} items before, {new['n_items']} now)")
+    return (f"Store {store} was extracted with a different {' and '.join(what) or 'format'}. "
+            "Use --overwrite to delete it and extract again, or choose another --store.")
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k) and k not in ("device", "batch_size"):
+            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
+
+
+def _create_arrays(store, rows: list[ManifestRow], cfg: ExtractConfig, plan: dict) -> None:
+    root = st.open_root(store, mode="w")
+    root.attrs["avdd"] = {"format": st.FORMAT, "version": st.FORMAT_VERSION, "stages": {}}
+    N, K = plan["n_samples"], plan["shard_size"]
+    for name, arr in _buffers(1, cfg).items():
+        small = arr.ndim <= 2 and arr.itemsize * int(np.prod(arr.shape[1:])) <= 64
+        st.create_array(root, name, (N, *arr.shape[1:]), arr.dtype, K,
+                        fill_value=arr.flat[0].item() if arr.size else 0, sample_chunk=K if small else 1)
+    C = cfg.clips_per_video
+    rep = lambda values: np.repeat(np.asarray(values), C)  # noqa: E731  item -> its C samples
+    items = root.create_array("items/row", shape=(len(rows),), chunks=(max(1, min(len(rows), 4096)),), dtype=str)
+    if rows:
+        items[:] = np.array([json.dumps(r.to_dict(), sort_keys=True) for r in rows])
+    static = {
+        "meta/item": (rep(np.arange(len(rows), dtype=np.int32)), np.int32),
+        "meta/clip": (np.tile(np.arange(C, dtype=np.int16), len(rows)), np.int16),
+        "meta/video_label": (rep([st.LABEL_CODES[r.video_label] for r in rows]), np.int8),
+        "meta/audio_label": (rep([st.LABEL_CODES[r.audio_label] for r in rows]), np.int8),
+    }
+    for name, (values, dtype) in static.items():
+        st.create_array(root, name, (N,), dtype, K, sample_chunk=K)[:] = values.astype(dtype)
+    for key in ("id", "method", "split", "identity", "group"):
+        arr = st.create_array(root, f"meta/{key}", (N,), str, K)
+        if rows:
+            arr[:] = rep([getattr(r, key) or "" for r in rows]).astype(str)
+    st.set_stage_attrs(store, STAGE, plan)
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    shards: int
+    skipped: int
+    computed: int
+    errors: dict[int, str]
+    counts: dict
+    failures_by_reason: dict
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def extract(manifest, store, root=None, config: ExtractConfig | None = None, client=None,
+            scheduler: str | None = None, workers: int | None = None, threads: int | None = None,
+            overwrite: bool = False, progress: bool = True) -> ExtractSummary:
+    """Extract every item of ``manifest`` into ``store``; shards already done are skipped.
+
+    Runs on ``client`` if given, else on the Dask scheduler at ``scheduler``, else on a local
+    cluster of ``workers`` processes (default: one per core; 0 runs in this process).
+    """
+    cfg = config or ExtractConfig()
+    rows = read_manifest(manifest)
+    root = manifest_root(manifest, root)
+    plan = prepare_store(store, rows, cfg, overwrite=overwrite)
+    all_shards = range(plan["n_shards"])
+    todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
+    local_workers = workers if workers is not None else default_workers()
+    if threads is None:
+        threads = max(1, default_workers() // max(1, local_workers)) if not (client or scheduler) else 1
+    gpu = cfg.face.device.startswith("cuda")
+    fn = functools.partial(extract_shard, store=str(Path(store).resolve()), root=str(root),
+                           config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=threads)
+    run_kw = dict(desc="extract", progress=progress, resources={"GPU": 1} if gpu else None, key_prefix="extract")
+    if todo and client is None and (scheduler or local_workers > 0):
+        with dask_client(scheduler, local_workers, gpu=gpu) as c:
+            run = run_shards(fn, todo, client=c, **run_kw)
+    else:
+        run = run_shards(fn, todo, client=client, **run_kw)
+    return summarize(store, plan, skipped=len(all_shards) - len(todo), run=run)
+
+
+def summarize(store, plan: dict, skipped: int = 0, run=None) -> ExtractSummary:
+    markers = st.all_markers(store, STAGE, OUTPUT)
+    markers = [m for m in markers if m.get("config_hash") == plan["stage_hash"]]
+    counts: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for m in markers:
+        for k, v in m["counts"].items():
+            counts[k] = counts.get(k, 0) + v
+        for f in m["failures"]:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    return ExtractSummary(
+        store=str(store), shards=plan["n_shards"], skipped=skipped,
+        computed=len(run.done) if run else 0, errors=dict(run.errors) if run else {},
+        counts=counts, failures_by_reason=reasons, seconds=round(run.seconds, 2) if run else 0.0,
+    )

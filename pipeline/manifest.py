@@ -1,0 +1,215 @@
+"""The unified manifest: one JSONL row per media item, validated against a committed schema.
+
+Files written for a manifest ``OUT.jsonl``:
+
+- ``OUT.jsonl``           the rows (see ``manifests/manifest.schema.json``);
+- ``OUT.failures.jsonl``  listed items that could not be used, each with its reason;
+- ``OUT.meta.json``       recipe, absolute corpus root, options, counts, avdd version.
+
+Row paths are relative to the corpus root, so a manifest stays valid when the corpus moves
+(give the new place with ``--root``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jsonschema
+
+from . import __version__
+from .errors import MediaError
+from .resources import manifests_dir
+
+LABELS = ("real", "fake")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ManifestRow:
+    """One media item. Field meanings are documented in ``manifests/manifest.schema.json``."""
+
+    id: str
+    path: str
+    media: str = "video"
+    video_label: str | None = None
+    audio_label: str | None = None
+    method: str | None = None
+    source_id: str | None = None
+    group: str = ""
+    identity: str | None = None
+    split: str | None = None
+    has_audio: bool | None = None
+    audio_path: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.group:
+            self.group = self.id
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ManifestRow":
+        return cls(**d)
+
+
+@dataclass
+class Failure:
+    """A listed item that could not be used."""
+
+    path: str
+    reason: str
+    detail: str = ""
+    id: str | None = None
+
+    @classmethod
+    def from_error(cls, err: MediaError, id: str | None = None, root: Path | None = None) -> "Failure":
+        path = err.path
+        if root is not None:
+            try:
+                path = Path(path).relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return cls(path=path, reason=err.reason, detail=err.detail, id=id)
+
+
+@dataclass
+class RecipeResult:
+    rows: list[ManifestRow]
+    failures: list[Failure] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads((manifests_dir() / "manifest.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_rows(rows: list[ManifestRow], source: str = "manifest") -> None:
+    """Check every row against the schema, ids for uniqueness and groups for one split each.
+
+    Raises ValueError listing (up to 20 of) the problems found, each naming the row.
+    """
+    problems: list[str] = []
+    validator = _validator()
+    seen: set[str] = set()
+    group_split: dict[str, str | None] = {}
+    for n, row in enumerate(rows, 1):
+        d = row.to_dict() if isinstance(row, ManifestRow) else row
+        for err in validator.iter_errors(d):
+            where = "/".join(str(p) for p in err.absolute_path) or "row"
+            problems.append(f"row {n} (id={d.get('id')!r}): {where}: {err.message}")
+        rid, group, split = d.get("id"), d.get("group"), d.get("split")
+        if rid in seen:
+            problems.append(f"row {n}: duplicate id {rid!r}")
+        seen.add(rid)
+        if group in group_split and group_split[group] != split:
+            problems.append(
+                f"row {n} (id={rid!r}): group {group!r} is in split {group_split[group]!r} "
+                f"and {split!r}; a group must stay in one split"
+            )
+        group_split.setdefault(group, split)
+    if problems:
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"Invalid {source}:\n" + "\n".join(problems[:20]) + more)
+
+
+def sidecar_paths(manifest_path) -> tuple[Path, Path]:
+    """(failures path, meta path) beside a manifest ``X.jsonl``."""
+    p = Path(manifest_path)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(stem + ".failures.jsonl"), p.with_name(stem + ".meta.json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_manifest(result: RecipeResult, out, recipe: str, corpus_dir, options: dict | None = None) -> dict:
+    """Validate and write a manifest with its failures and meta sidecars; returns the summary."""
+    out = Path(out)
+    validate_rows(result.rows, source=f"manifest for {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failures_path, meta_path = sidecar_paths(out)
+    _atomic_write_text(out, "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in result.rows))
+    _atomic_write_text(
+        failures_path, "".join(json.dumps(asdict(f), sort_keys=True) + "\n" for f in result.failures)
+    )
+    summary = summarize(result)
+    meta = {
+        "recipe": recipe,
+        "corpus_dir": str(Path(corpus_dir).resolve()),
+        "options": options or {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "avdd_version": __version__,
+        "schema": "manifest.schema.json",
+        **summary,
+    }
+    _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def summarize(result: RecipeResult) -> dict:
+    rows = result.rows
+    key = lambda r: f"video={r.video_label},audio={r.audio_label}"  # noqa: E731
+    return {
+        "items": len(rows),
+        "failures": len(result.failures),
+        "by_label": dict(Counter(key(r) for r in rows)),
+        "by_method": dict(Counter(r.method or "none" for r in rows)),
+        "by_split": dict(Counter(r.split or "none" for r in rows)),
+        "failures_by_reason": dict(Counter(f.reason for f in result.failures)),
+    }
+
+
+def read_manifest(path, validate: bool = True) -> list[ManifestRow]:
+    """Read (and by default validate) the rows of a manifest JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Manifest not found: {path}")
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+            if validate:
+                errs = list(_validator().iter_errors(d))
+                if errs:
+                    raise ValueError(f"{path}, line {n}: {errs[0].message}")
+            rows.append(ManifestRow.from_dict(d))
+    if validate:
+        validate_rows(rows, source=str(path))
+    return rows
+
+
+def manifest_root(path, root=None) -> Path:
+    """Corpus root for a manifest: ``root`` if given, else the one in its meta sidecar, else
+    the manifest's own directory."""
+    if root is not None:
+        return Path(root).resolve()
+    _, meta_path = sidecar_paths(path)
+    if meta_path.is_file():
+        corpus = json.loads(meta_path.read_text()).get("corpus_dir")
+        if corpus:
+            return Path(corpus)
+    return Path(path).resolve().parent
+
+
+def read_failures(manifest_path) -> list[Failure]:
+    failures_path, _ = sidecar_paths(manifest_path)
+    if not failures_path.is_file():
+        return []
+    return [Failure(**json.loads(line)) for line in failures_path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,74 @@
+"""Helpers shared by the recipes: checking listed files and probing them."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import MediaError
+from ..manifest import Failure, ManifestRow
+from ..media import probe, sniff_kind
+
+
+def corpus_path(corpus_dir) -> Path:
+    root = Path(corpus_dir).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Corpus directory not found: {root}")
+    return root
+
+
+def check_media(root: Path, rel: str, expect: str) -> MediaError | None:
+    """None when ``root/rel`` exists, is readable and looks like ``expect`` ("video", "audio"
+    or "media"); else the MediaError saying what is wrong."""
+    path = root / rel
+    try:
+        kind = sniff_kind(path)
+    except MediaError as e:
+        return e
+    if kind is None:
+        return MediaError(path, "wrong_kind", "not a known audio or video container")
+    # An mp4/mkv-family container may hold audio only, so "audio" accepts any media kind.
+    if expect == "video" and kind != "video":
+        return MediaError(path, "wrong_kind", f"expected {expect}, found {kind}")
+    return None
+
+
+def keep_checked(root: Path, candidates, expect: str) -> tuple[list[ManifestRow], list[Failure]]:
+    """Split candidate rows into those whose files pass :func:`check_media` and failures."""
+    rows, failures = [], []
+    for row in candidates:
+        err = check_media(root, row.path, expect if expect != "row" else row.media)
+        if err is None:
+            rows.append(row)
+        else:
+            failures.append(Failure.from_error(err, id=row.id, root=root))
+    return rows, failures
+
+
+def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[list[ManifestRow], list[Failure]]:
+    """Probe every row's file with ffmpeg (in parallel threads): set ``media`` and
+    ``has_audio`` from the streams found and record duration/size/fps in ``extra``.
+    Rows whose file ffmpeg cannot read become failures."""
+
+    def one(row: ManifestRow):
+        try:
+            return row, probe(root / row.path)
+        except MediaError as e:
+            return row, e
+
+    kept, failures = [], []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for row, res in pool.map(one, rows):
+            if isinstance(res, MediaError):
+                failures.append(Failure.from_error(res, id=row.id, root=root))
+                continue
+            row.media = "video" if res.video is not None else "audio"
+            if row.media == "audio":
+                row.video_label = None
+            if row.audio_path is None:
+                row.has_audio = res.audio is not None
+                if not row.has_audio:
+                    row.audio_label = None
+            row.extra.update({k: v for k, v in res.to_dict().items() if v is not None})
+            kept.append(row)
+    return kept, failures
