@@ -147,7 +147,13 @@ def probe(path) -> MediaInfo:
         text=True,
         errors="replace",
     )
-    return parse_probe(str(path), proc.stderr)
+    try:
+        return parse_probe(str(path), proc.stderr)
+    except MediaError as e:
+        if e.reason == "wrong_kind" and sniff_kind(path) is not None:
+            # a known container ffmpeg cannot open: a broken file rather than a wrong kind
+            raise MediaError(path, "decode_error", e.detail) from None
+        raise
 
 
 def parse_probe(path: str, text: str) -> MediaInfo:
@@ -213,10 +219,13 @@ def _parse_audio(desc: str) -> AudioStream | None:
     return AudioStream(sample_rate=int(hz.group(1)), channels=channels)
 
 
-def _run(cmd: list[str], path, what: str) -> bytes:
+def _run(cmd: list[str], path, what: str, missing_stream: str | None = None) -> bytes:
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        text = proc.stderr.decode(errors="replace")
+        if missing_stream and "matches no streams" in text:
+            raise MediaError(path, missing_stream)
+        err = text.strip().splitlines()
         detail = err[-1] if err else f"ffmpeg exited with {proc.returncode}"
         raise MediaError(path, "decode_error", f"{what}: {detail}")
     return proc.stdout
@@ -233,12 +242,7 @@ def read_audio(path, sample_rate: int = 16000, threads: int = 1) -> np.ndarray:
         "-map", "0:a:0", "-vn", "-af", "aresample=async=1:first_pts=0",
         "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-",
     ]  # fmt: skip
-    try:
-        raw = _run(cmd, path, "audio")
-    except MediaError as e:
-        if "matches no streams" in e.detail or "Stream map" in e.detail:
-            raise MediaError(path, "no_audio") from None
-        raise
+    raw = _run(cmd, path, "audio", missing_stream="no_audio")
     return np.frombuffer(raw, dtype="<f4").copy()
 
 

@@ -46,7 +46,8 @@ def prepare_asvspoof2019_la(corpus_dir, protocol=None, probe: bool = False) -> R
             speaker, name, _, attack, key = fields
             flac = audio.get(name)
             if flac is None:
-                err = MediaError(root / f"ASVspoof2019_LA_{partition or 'unknown'}/flac/{name}.flac", "missing")
+                where = proto.resolve().parent.parent  # LA/ holds the protocol folder and the partitions
+                err = MediaError(where / f"ASVspoof2019_LA_{partition or 'unknown'}/flac/{name}.flac", "missing")
                 failures.append(Failure.from_error(err, id=name, root=root))
                 continue
             spoof = key == "spoof"

@@ -3,8 +3,9 @@
 The CSV header reads ``source,target1,target2,method,category,type,race,gender,path,`` but each
 row carries ten cells: the eight named ones, then the file name, then the directory
 (``FakeAVCeleb/<type>/<race>/<gender>/<source>``). The directory is resolved against the corpus
-root with or without its first component, so the corpus may be the folder that holds
-``FakeAVCeleb/`` or ``FakeAVCeleb/`` itself.
+root as written, or with its first component replaced by the folder that holds ``meta_data.csv``
+(the release folder, which may be named ``FakeAVCeleb_v1.2/`` on disk), so the corpus may be the
+release folder or the folder that holds it.
 
 Categories: A RealVideo-RealAudio, B RealVideo-FakeAudio, C FakeVideo-RealAudio,
 D FakeVideo-FakeAudio. Identity and group are the ``source`` identity, so all videos of one
@@ -35,6 +36,10 @@ FIELDS = ("source", "target1", "target2", "method", "category", "type", "race", 
 def prepare_fakeavceleb(corpus_dir, metadata=None, probe: bool = False) -> RecipeResult:
     root = corpus_path(corpus_dir)
     meta_path = Path(metadata) if metadata else _find_metadata(root)
+    try:  # the folder holding meta_data.csv is the release folder, whatever it is named
+        base = meta_path.resolve().parent.relative_to(root)
+    except ValueError:
+        base = Path()
     candidates, failures = [], []
     with open(meta_path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
@@ -42,7 +47,7 @@ def prepare_fakeavceleb(corpus_dir, metadata=None, probe: bool = False) -> Recip
         for n, cells in enumerate(reader, 2):
             if not any(c.strip() for c in cells):
                 continue
-            row = _row(root, cells, f"{meta_path.name}:{n}")
+            row = _row(root, base, cells, f"{meta_path.name}:{n}")
             (failures if isinstance(row, Failure) else candidates).append(row)
     rows, bad = keep_checked(root, candidates, "video")
     failures += bad
@@ -59,7 +64,7 @@ def _find_metadata(root: Path) -> Path:
     raise FileNotFoundError(f"No FakeAVCeleb meta_data.csv found under {root}")
 
 
-def _row(root: Path, cells: list[str], where: str) -> ManifestRow | Failure:
+def _row(root: Path, base: Path, cells: list[str], where: str) -> ManifestRow | Failure:
     cells = [c.strip() for c in cells]
     named = dict(zip(FIELDS, cells[:8]))
     rest = [c for c in cells[8:] if c]
@@ -68,7 +73,7 @@ def _row(root: Path, cells: list[str], where: str) -> ManifestRow | Failure:
     mtype = named.get("type") or CATEGORIES.get(named.get("category", ""), "")
     if name is None or folder is None or mtype not in TYPES:
         return Failure(path=where, reason="invalid_row", detail=f"cannot read file, folder and type from {cells}")
-    rel = _resolve(root, folder, name)
+    rel = _resolve(root, base, folder, name)
     video_label, audio_label = TYPES[mtype]
     method = named.get("method") or "unknown"
     source = named["source"]
@@ -90,9 +95,11 @@ def _row(root: Path, cells: list[str], where: str) -> ManifestRow | Failure:
     )
 
 
-def _resolve(root: Path, folder: str, name: str) -> str:
+def _resolve(root: Path, base: Path, folder: str, name: str) -> str:
+    """``folder/name`` as written, else with ``folder``'s first component replaced by ``base``
+    (the folder of meta_data.csv, relative to the root); the latter when neither exists."""
     parts = Path(folder).parts
-    options = [Path(*parts) / name, Path(*parts[1:]) / name] if len(parts) > 1 else [Path(folder) / name]
+    options = [Path(folder) / name, base / Path(*parts[1:]) / name]  # folder has a '/' (see _row)
     for rel in options:
         if (root / rel).exists():
             return rel.as_posix()

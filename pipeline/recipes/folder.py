@@ -17,6 +17,7 @@ sets both labels, ``fake`` sets the video label and leaves the audio label unkno
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from ..errors import MediaError
@@ -41,6 +42,7 @@ def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, wo
         candidates = [_row(root, f, _label_from_path(root, f) or default_label) for f in _media_files(root)]
     if not candidates and not failures:
         raise FileNotFoundError(f"No media files ({', '.join(sorted(MEDIA_SUFFIXES))}) found under {root}")
+    _disambiguate_ids(candidates)
     rows, bad = keep_checked(root, candidates, "media")
     failures += bad
     rows, bad = probe_rows(root, rows, workers=workers)
@@ -48,6 +50,19 @@ def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, wo
     for row in rows:
         _settle_labels(row)
     return RecipeResult(rows, failures)
+
+
+def _disambiguate_ids(rows: list[ManifestRow]) -> None:
+    """Ids are paths without the extension; files that share one (clip.mp4, clip.wav) keep
+    their extension instead."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r.id] = seen.get(r.id, 0) + 1
+    for r in rows:
+        if seen[r.id] > 1:
+            if r.group == r.id:
+                r.group = r.path
+            r.id = r.path
 
 
 def _media_files(root: Path) -> list[Path]:
@@ -77,6 +92,8 @@ def _settle_labels(row: ManifestRow) -> None:
     """Apply the single-label rule once probing has said video or audio."""
     label = row.extra.pop("label", None)
     if row.extra.pop("explicit_labels", False):
+        if "fake" in (row.video_label, row.audio_label) and row.method is None:
+            row.method = "unknown"
         return
     if row.media == "audio":
         row.video_label, row.audio_label = None, label
@@ -111,7 +128,18 @@ def _rows_from_csv(root: Path, path: Path) -> tuple[list[ManifestRow], list[Fail
             except ValueError as e:
                 failures.append(Failure(path=where, reason="invalid_row", detail=str(e)))
                 continue
-            f_path = root / rec["path"].strip()
+            rel = (rec.get("path") or "").strip()
+            if not rel:
+                failures.append(Failure(path=where, reason="invalid_row", detail="empty 'path' cell"))
+                continue
+            f_path = Path(os.path.normpath(root / rel))  # lexical: symlinked files stay inside
+            if not f_path.is_relative_to(root):
+                failures.append(Failure(path=where, reason="invalid_row", detail=f"path {rel!r} is outside {root}"))
+                continue
+            split = (rec.get("split") or "").strip() or None
+            if split not in (None, "train", "val", "test"):
+                failures.append(Failure(path=where, reason="invalid_row", detail=f"split {split!r} is not train/val/test"))
+                continue
             if not f_path.exists():
                 failures.append(Failure.from_error(MediaError(f_path, "missing"), root=root))
                 continue

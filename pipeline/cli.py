@@ -1,0 +1,194 @@
+"""``avdd-data``: the command line of the data pipeline. Commands only parse options and call
+the library (``pipeline.recipes``, ``pipeline.extract``, ``pipeline.inspect``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+def _fail(msg: str, code: int = 2):
+    click.secho(f"error: {msg}", fg="red", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="avdd-data")
+def main():
+    """avdd-data: build audio-visual deepfake training data (manifests -> faces + audio -> zarr)."""
+
+
+# ---- manifest ------------------------------------------------------------------------------
+
+
+@main.command("manifest")
+@click.argument("recipe")
+@click.argument("corpus_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.jsonl).")
+@click.option("--compression", help="ffpp: c23 (default), c40 or raw.")
+@click.option("--audio-dir", type=click.Path(file_okay=False), help="ffpp: folder of <video id>.wav original audio.")
+@click.option("--splits-dir", type=click.Path(file_okay=False), help="ffpp: folder with train/val/test.json.")
+@click.option("--labels", type=click.Path(dir_okay=False), help="folder: CSV with path,label[,...] columns.")
+@click.option("--default-label", type=click.Choice(["real", "fake"]), help="folder: label of unlabelled files.")
+@click.option("--metadata", type=click.Path(dir_okay=False), help="fakeavceleb: meta_data.csv if not in the corpus.")
+@click.option("--protocol", multiple=True, type=click.Path(dir_okay=False), help="asvspoof2019_la: protocol file(s).")
+@click.option("--probe", is_flag=True, default=None, help="Probe every file with ffmpeg (folder always does).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def manifest_cmd(recipe, corpus_dir, out, as_json, **options):
+    """Index CORPUS_DIR with RECIPE into one manifest (JSONL), with failures beside it.
+
+    Recipes: dfdc, ffpp, fakeavceleb, voxceleb, asvspoof2019_la, in_the_wild, folder.
+    """
+    from .manifest import sidecar_paths, write_manifest
+    from .recipes import prepare
+
+    options["protocol"] = list(options["protocol"]) or None
+    try:
+        result = prepare(recipe, corpus_dir, **options)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    given = {k: v for k, v in options.items() if v is not None}
+    meta = write_manifest(result, out, recipe, corpus_dir, options=given)
+    failures_path, meta_path = sidecar_paths(out)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2))
+        return
+    click.echo(f"{recipe}: {meta['items']} items -> {out}")
+    for key in ("by_label", "by_method", "by_split"):
+        click.echo(f"  {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in sorted(meta[key].items())))
+    if result.failures:
+        click.secho(f"  {len(result.failures)} listed file(s) not usable (see {failures_path}):", fg="yellow")
+        for f in result.failures[:20]:
+            click.echo(f"    {f.path}: {f.reason}{' - ' + f.detail if f.detail else ''}")
+
+
+# ---- extract -------------------------------------------------------------------------------
+
+
+def extract_options(fn):
+    """Options shared by ``extract`` and ``run``."""
+    opts = [
+        click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask)."),
+        click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT."),
+        click.option("--threads", type=int, help="Torch/ffmpeg threads per task (default: cores / workers)."),
+        click.option("--fps", type=float, default=25.0, show_default=True, help="Frame grid."),
+        click.option("--frames-per-clip", type=int, default=32, show_default=True),
+        click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per item."),
+        click.option("--items-per-shard", type=int, default=4, show_default=True, help="Items per task/shard."),
+        click.option("--face-size", type=int, default=128, show_default=True, help="Face crop side (px)."),
+        click.option("--mouth-size", type=int, default=96, show_default=True, help="Mouth crop side (px)."),
+        click.option("--detect-every", type=int, default=2, show_default=True, help="Run MTCNN on every k-th frame."),
+        click.option("--detect-short-side", type=int, default=360, show_default=True, help="Detection resolution."),
+        click.option("--device", default="cpu", show_default=True, help="MTCNN device: cpu or cuda[:N]."),
+        click.option("--overwrite", is_flag=True, help="Delete a store made with another config and start again."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _extract_config(o: dict):
+    from .extract import ExtractConfig
+    from .faces import FaceConfig
+
+    face = FaceConfig(face_size=o["face_size"], mouth_size=o["mouth_size"], detect_every=o["detect_every"],
+                      detect_short_side=o["detect_short_side"], device=o["device"])
+    return ExtractConfig(fps=o["fps"], frames_per_clip=o["frames_per_clip"], clips_per_video=o["clips_per_video"],
+                         items_per_shard=o["items_per_shard"], face=face)
+
+
+def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
+    from .extract import extract
+    from .store import StoreMismatch
+
+    try:
+        summary = extract(manifest, store, root=root, config=_extract_config(o), scheduler=o["scheduler"],
+                          workers=o["workers"], threads=o["threads"], overwrite=o["overwrite"],
+                          progress=not o["no_progress"])
+    except (StoreMismatch, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        c = summary.counts
+        click.echo(f"extract: {summary.computed} shard(s) done now, {summary.skipped} already done, "
+                   f"{len(summary.errors)} with errors ({summary.seconds:.1f} s)")
+        click.echo(f"  samples {c.get('samples', 0)} (ok {c.get('ok', 0)}, partial {c.get('partial', 0)}), "
+                   f"failed {c.get('failed', 0)}, frames {c.get('frames', 0)}")
+        if summary.failures_by_reason:
+            click.echo("  failures by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.failures_by_reason.items())))
+    if summary.errors:
+        for shard, err in sorted(summary.errors.items()):
+            click.secho(f"  shard {shard} not written: {err.strip().splitlines()[-1]}", fg="red", err=True)
+        click.secho("Run the same command again to retry the failed shards.", fg="red", err=True)
+        sys.exit(1)
+
+
+@main.command("extract")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="zarr store to write (STORE.zarr).")
+@click.option("--root", type=click.Path(file_okay=False), help="Corpus root (default: from the manifest's meta).")
+@extract_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def extract_cmd(manifest, store, root, as_json, **o):
+    """Extract face crops, mouth crops and clip-aligned 16 kHz audio of every MANIFEST item."""
+    _run_extract(manifest, store, root, o, as_json)
+
+
+# ---- inspect -------------------------------------------------------------------------------
+
+
+@main.command("inspect")
+@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Write a contact sheet of face and mouth crops.")
+@click.option("--rows", type=int, default=12, show_default=True, help="Samples on the contact sheet.")
+def inspect_cmd(store, as_json, png, rows):
+    """Counts (per label, method, split), failures by reason, and a contact sheet."""
+    from .inspect import contact_sheet, format_report, inspect_store
+
+    try:
+        info = inspect_store(store)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    click.echo(json.dumps(info, indent=2) if as_json else format_report(info))
+    if png:
+        n = contact_sheet(store, png, max_rows=rows)
+        click.echo(f"contact sheet: {n} samples -> {png}", err=as_json)
+
+
+# ---- run -----------------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.argument("corpus_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="zarr store to write (STORE.zarr).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="CSV with path,label[,...] columns.")
+@click.option("--default-label", type=click.Choice(["real", "fake", "none"]), default="real", show_default=True,
+              help="Label of files that are not under real/ or fake/ and not in --labels.")
+@extract_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+def run_cmd(corpus_dir, store, labels, default_label, as_json, **o):
+    """The main job: index CORPUS_DIR (folder recipe), then extract into STORE.
+
+    The manifest is written beside the store as STORE.manifest.jsonl.
+    """
+    from .manifest import write_manifest
+    from .recipes import prepare
+
+    store_path = Path(store)
+    manifest = store_path.with_name(store_path.name.removesuffix(".zarr") + ".manifest.jsonl")
+    try:
+        result = prepare("folder", corpus_dir, labels=labels,
+                         default_label=None if default_label == "none" else default_label)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    meta = write_manifest(result, manifest, "folder", corpus_dir, options={"default_label": default_label})
+    click.echo(f"manifest: {meta['items']} items, {meta['failures']} not usable -> {manifest}", err=as_json)
+    _run_extract(manifest, store, None, o, as_json)

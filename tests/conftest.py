@@ -1,0 +1,64 @@
+"""Shared fixtures: the real sample media (``../shared/data`` or ``$AVDD_SAMPLE_DATA``) and
+small synthetic media made with ffmpeg for tests of mechanics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def sample_data_dir() -> Path | None:
+    env = os.environ.get("AVDD_SAMPLE_DATA")
+    p = Path(env) if env else PROJECT.parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    p = sample_data_dir()
+    if p is None:
+        pytest.skip("real sample media not found (set AVDD_SAMPLE_DATA or provide ../shared/data)")
+    return p
+
+
+def ffmpeg(*args: str) -> None:
+    from pipeline.media import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def indexed_video(tmp_path_factory) -> Path:
+    """10 s of 29.97 fps frames whose colour encodes the frame number (lossless), no audio.
+    Frame n: red = (n % 32) * 8, green = (n // 32) * 32 (unique for n < 256)."""
+    out = tmp_path_factory.mktemp("media") / "indexed.mp4"
+    ffmpeg("-f", "lavfi", "-i",
+           "color=c=black:s=64x48:r=30000/1001:d=8.5,format=rgb24,"
+           "geq=r='mod(N,32)*8':g='floor(N/32)*32':b=128",
+           "-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0", "-g", "48", str(out))
+    return out
+
+
+def frame_index(frames):
+    """Source frame numbers of frames of :func:`indexed_video`."""
+    import numpy as np
+
+    r = frames[..., 0].reshape(len(frames), -1).mean(1)
+    g = frames[..., 1].reshape(len(frames), -1).mean(1)
+    return (np.round(r / 8) + 32 * np.round(g / 32)).astype(int)
+
+
+@pytest.fixture(scope="session")
+def late_audio_video(tmp_path_factory) -> Path:
+    """6 s video (25 fps) whose AAC audio track starts 0.5 s late and holds a 1 kHz tone
+    from 1.0 s to 1.2 s of the audio (1.5 s to 1.7 s of the file timeline)."""
+    out = tmp_path_factory.mktemp("media") / "late_audio.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x48:r=25:d=6", "-itsoffset", "0.5", "-f", "lavfi", "-i",
+           "aevalsrc='if(between(t\\,1\\,1.2)\\,sin(2*PI*1000*t)\\,0)':s=44100:d=4",
+           "-c:v", "libx264", "-c:a", "aac", "-shortest", str(out))
+    return out

@@ -1,0 +1,183 @@
+"""The extract stage end to end on real media (plus one real face with synthetic timing)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline import store as st
+from pipeline.extract import ExtractConfig, extract, plan_starts
+from pipeline.faces import FaceConfig
+from pipeline.inspect import inspect_store
+from pipeline.manifest import ManifestRow, RecipeResult, write_manifest
+from pipeline.media import read_audio
+from tests.conftest import ffmpeg
+
+CFG = ExtractConfig(frames_per_clip=25, clips_per_video=3, items_per_shard=2, face=FaceConfig(detect_every=2))
+FLASHES = (2.8, 5.4)  # seconds: face brightened and a tone starts, 0.2 s each
+
+
+def test_plan_starts_spreads_clips_without_overlap():
+    assert plan_starts(150, 25, 3) == [0, 62, 125]
+    assert plan_starts(60, 25, 4) == [0, 35]  # only two clips fit
+    assert plan_starts(30, 25, 4) == [2]  # one clip, centred
+    assert plan_starts(20, 25, 4) == []
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    shutil.copy(sample_data / "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4", root / "talk.mp4")
+    shutil.copy(sample_data / "ffpp/original_sequences/youtube/c23/videos/004.mp4", root / "noaudio.mp4")
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", root / "speech.wav")
+    enable = "+".join(f"between(t,{t},{t + 0.2})" for t in FLASHES)
+    ffmpeg("-loop", "1", "-framerate", "25", "-i", str(sample_data / "faces/skimage_astronaut.png"),
+           "-f", "lavfi", "-i", f"aevalsrc='if({enable.replace(',', chr(92) + ',')}\\,sin(2*PI*1000*t)\\,0)':s=44100:d=6",
+           "-vf", f"eq=brightness=0.3:enable='{enable}',format=yuv420p", "-t", "6",
+           "-c:v", "libx264", "-c:a", "aac", "-shortest", str(root / "flash.mp4"))
+    # a download cut short: moov first, then only 60% of the data
+    ffmpeg("-i", str(root / "talk.mp4"), "-c", "copy", "-movflags", "+faststart", str(root / "full.mp4"))
+    data = (root / "full.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
+    (root / "full.mp4").unlink()
+    (root / "notes.mp4").write_text("not a video " * 20)
+    rows = [
+        ManifestRow(id="talk", path="talk.mp4", video_label="real", audio_label="real", has_audio=True),
+        ManifestRow(id="noaudio", path="noaudio.mp4", video_label="real", has_audio=False),
+        ManifestRow(id="speech", path="speech.wav", media="audio", audio_label="real", has_audio=True),
+        ManifestRow(id="flash", path="flash.mp4", video_label="real", audio_label="real", has_audio=True),
+        ManifestRow(id="cut", path="cut.mp4", video_label="real", audio_label="real", has_audio=True),
+        ManifestRow(id="gone", path="gone.mp4", video_label="fake", method="unknown", has_audio=True),
+        ManifestRow(id="notes", path="notes.mp4", video_label="real", has_audio=True),
+    ]
+    manifest = root / "manifest.jsonl"
+    write_manifest(RecipeResult(rows), manifest, "test", root)
+    return root, manifest
+
+
+@pytest.fixture(scope="module")
+def extracted(corpus, tmp_path_factory):
+    root, manifest = corpus
+    store = tmp_path_factory.mktemp("stores") / "s.zarr"
+    summary = extract(manifest, store, config=CFG, workers=0, threads=1, progress=False)
+    return store, summary, root
+
+
+def sample_index(store, item_id):
+    ids = zarr.open_group(str(store), mode="r")["meta/id"][:]
+    return np.flatnonzero(ids == item_id)
+
+
+def test_summary_counts_failures_without_stopping(extracted):
+    store, summary, _ = extracted
+    assert summary.errors == {} and summary.computed == summary.shards == 4
+    assert summary.failures_by_reason["missing"] == 1  # gone.mp4
+    assert summary.failures_by_reason["wrong_kind"] == 1  # notes.mp4, a text file
+    info = inspect_store(store)
+    assert info["failures"]["items_by_reason"] == {"missing": 1, "wrong_kind": 1}
+    assert info["failures"]["samples_by_reason"]["decode_error"] >= 1  # the clips past cut.mp4's end
+    assert info["shards"] == {"done": 4, "total": 4}
+
+
+def test_arrays_have_final_shapes(extracted):
+    store, _, _ = extracted
+    g = zarr.open_group(str(store), mode="r")
+    n = 7 * 3
+    assert g["video/face"].shape == (n, 25, 128, 128, 3)
+    assert g["video/mouth"].shape == (n, 25, 96, 96, 3)
+    assert g["audio/real"].shape == (n, 25 * 640)
+    assert g["video/face"].shards[0] == 6 and g["video/face"].chunks[0] == 1
+
+
+def test_audio_is_the_exact_span_of_each_clip(extracted):
+    store, _, root = extracted
+    g = zarr.open_group(str(store), mode="r")
+    for item, path in (("talk", "talk.mp4"), ("speech", "speech.wav")):
+        full = read_audio(root / path)
+        for i in sample_index(store, item):
+            assert g["meta/has_audio"][i]
+            start = g["meta/start_frame"][i] * 640
+            np.testing.assert_array_equal(g["audio/real"][i], full[start : start + 25 * 640])
+
+
+def test_video_and_audio_stay_in_sync(extracted):
+    """The face is brightened exactly while a tone plays: in every clip holding a flash, the
+    first bright face crop and the tone's onset fall on the same 40 ms frame."""
+    store, _, _ = extracted
+    g = zarr.open_group(str(store), mode="r")
+    seen = 0
+    for i in sample_index(store, "flash"):
+        assert g["meta/status"][i] == st.STATUS["ok"]
+        brightness = g["video/face"][i].reshape(25, -1).mean(axis=1)
+        bright = np.flatnonzero(brightness > brightness.min() + 25)
+        audio = g["audio/real"][i]
+        loud = np.flatnonzero(np.abs(audio) > 0.3)
+        if len(bright) == 0:
+            assert len(loud) == 0
+            continue
+        seen += 1
+        assert abs(loud[0] - bright[0] * 640) < 64, (i, bright[0], loud[0])
+    assert seen == 2
+
+
+def test_missing_audio_is_expected_for_noaudio_items(extracted):
+    store, _, _ = extracted
+    g = zarr.open_group(str(store), mode="r")
+    for i in sample_index(store, "noaudio"):
+        assert g["meta/has_video"][i] and not g["meta/has_audio"][i]
+        assert g["meta/status"][i] == st.STATUS["ok"]
+        assert not g["audio/real"][i].any()
+    for i in sample_index(store, "speech"):
+        assert not g["meta/has_video"][i] and g["meta/status"][i] == st.STATUS["ok"]
+
+
+def test_a_truncated_download_keeps_its_good_clips(extracted):
+    store, _, _ = extracted
+    g = zarr.open_group(str(store), mode="r")
+    idx = sample_index(store, "cut")
+    status = g["meta/status"][idx]
+    assert status[0] == st.STATUS["ok"] and st.STATUS["failed"] in status
+    marker_failures = [f for m in st.all_markers(store, "extract", "samples") for f in m["failures"]]
+    cut = [f for f in marker_failures if f["id"] == "cut"]
+    assert {f["reason"] for f in cut} == {"decode_error", "no_audio"}  # both tracks end early
+
+
+def test_metadata_is_stored_per_sample(extracted):
+    store, _, _ = extracted
+    g = zarr.open_group(str(store), mode="r")
+    i = sample_index(store, "talk")[1]
+    assert g["meta/video_label"][i] == 0 and g["meta/audio_label"][i] == 0
+    conf = g["video/confidence"][i]
+    assert np.isnan(conf[1]) and conf[0] > 0.9  # detected on even frames only
+    box = g["video/box"][i]
+    assert (box[:, 2] > box[:, 0]).all() and (box[:, 3] <= 512 * 1.05).all()
+    row = json.loads(g["items/row"][g["meta/item"][i]])
+    assert row["id"] == "talk"
+    assert g["meta/id"][sample_index(store, "gone")[0]] == "gone"
+    assert g["meta/method"][sample_index(store, "gone")[0]] == "unknown"
+
+
+def test_rerun_skips_done_shards_and_a_changed_config_is_refused(extracted, corpus):
+    store, _, _ = extracted
+    _, manifest = corpus
+    again = extract(manifest, store, config=CFG, workers=0, progress=False)
+    assert again.computed == 0 and again.skipped == 4
+    with pytest.raises(st.StoreMismatch, match="frames_per_clip: 25 -> 16"):
+        extract(manifest, store, config=ExtractConfig(frames_per_clip=16), workers=0, progress=False)
+    # device and batch size do not change results: not a mismatch
+    same = ExtractConfig(**{**CFG.to_dict(), "face": {**CFG.to_dict()["face"], "batch_size": 3}})
+    assert extract(manifest, store, config=same, workers=0, progress=False).computed == 0
+
+
+def test_a_lost_marker_redoes_only_its_shard(corpus, extracted, tmp_path):
+    store, _, _ = extracted
+    _, manifest = corpus
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(store, copy)
+    shutil.rmtree(st.marker_path(copy, "extract", "samples", 1))
+    before = zarr.open_group(str(copy), mode="r")["video/face"][2 * 3 : 4 * 3]
+    summary = extract(manifest, copy, config=CFG, workers=0, threads=1, progress=False)
+    assert summary.computed == 1 and summary.skipped == 3
+    np.testing.assert_array_equal(zarr.open_group(str(copy), mode="r")["video/face"][6:12], before)
