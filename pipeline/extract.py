@@ -40,7 +40,7 @@ class ExtractConfig:
     sample_rate: int = 16000  # audio is mono at this rate
     items_per_shard: int = 4  # a shard (one task) holds the clips of this many items
     decode_short_side: int = 720  # frames are decoded at most this large (short side); 0 = native
-    seek_gap_seconds: float = 10.0  # clips further apart are reached by seeking, not decoding through
+    seek_gap_seconds: float = 30.0  # clips further apart are reached by seeking, not decoding through
     max_pad_frames: int = 2  # a clip cut short by at most this many frames repeats its last frame
     face: FaceConfig = field(default_factory=FaceConfig)
 

@@ -39,6 +39,7 @@ class FaceConfig:
 
 
 _DETECTORS: dict[tuple, object] = {}
+LOADS = {"count": 0}  # detector loads in this process (each worker loads once)
 
 
 def get_detector(cfg: FaceConfig):
@@ -47,6 +48,7 @@ def get_detector(cfg: FaceConfig):
     if key not in _DETECTORS:
         from facenet_pytorch import MTCNN
 
+        LOADS["count"] += 1
         _DETECTORS[key] = MTCNN(
             keep_all=True,
             min_face_size=cfg.min_face_size,

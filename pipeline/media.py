@@ -263,7 +263,7 @@ def iter_clips(
     fps: float,
     size: tuple[int, int],
     threads: int = 1,
-    seek_gap: int = 250,
+    seek_gap: int = 750,
 ):
     """Decode clips of ``n_frames`` RGB frames on the grid ``t = (start + i) / fps``.
 
@@ -275,7 +275,9 @@ def iter_clips(
     Clips less than ``seek_gap`` grid frames apart share one ffmpeg process that decodes
     straight through; a larger gap starts a new process with an input seek. A seek lands
     ``SEEK_MARGIN`` grid frames early, so that a source frame just before the seek point is
-    still a candidate for the clip's first frame.
+    still a candidate for the clip's first frame. When the decoder reports errors after a
+    seek (a damaged keyframe decodes to grey or green frames), the clips are decoded again
+    from the start of the file.
     """
     starts = sorted(starts)
     runs: list[list[int]] = []
@@ -288,9 +290,9 @@ def iter_clips(
         yield from _decode_run(path, run, n_frames, fps, size, threads)
 
 
-def _decode_run(path, starts, n_frames, fps, size, threads):
+def _decode_run(path, starts, n_frames, fps, size, threads, allow_seek: bool = True):
     width, height = size
-    seek = max(0, starts[0] - SEEK_MARGIN)
+    seek = max(0, starts[0] - SEEK_MARGIN) if allow_seek else 0
     select = "+".join(f"between(n\\,{s - seek}\\,{s - seek + n_frames - 1})" for s in starts)
     vf = f"fps={fps}:start_time=0,select='{select}',scale={width}:{height}:flags=area"
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-threads", str(threads)]
@@ -302,20 +304,37 @@ def _decode_run(path, starts, n_frames, fps, size, threads):
     ]  # fmt: skip
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        fallback = None
         try:
-            for s in starts:
+            for i, s in enumerate(starts):
                 frames = np.empty((n_frames, height, width, 3), np.uint8)
                 got = _read_into(proc.stdout, frames)
+                if seek > 0 and _decoder_errors(err):
+                    # Decoding from the seek point went wrong (e.g. a damaged keyframe gives
+                    # grey/green frames): decode these clips again from the start of the file.
+                    fallback = starts[i:]
+                    proc.kill()
+                    break
                 yield s, frames[:got]
                 if got < n_frames:
                     break
         finally:
             proc.stdout.close()
             rc = proc.wait()
+        if fallback:
+            yield from _decode_run(path, fallback, n_frames, fps, size, threads, allow_seek=False)
+            return
         if rc not in (0, -13):  # -13: SIGPIPE after we stopped reading early
             err.seek(0)
             lines = err.read().decode(errors="replace").strip().splitlines()
             raise MediaError(path, "decode_error", lines[-1] if lines else f"ffmpeg exited with {rc}")
+
+
+def _decoder_errors(err) -> bool:
+    err.seek(0)
+    text = err.read().decode(errors="replace")
+    err.seek(0, 2)
+    return "error while decoding" in text or "unavailable for requested" in text
 
 
 def _read_into(stream, frames: np.ndarray) -> int:

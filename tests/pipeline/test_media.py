@@ -78,3 +78,13 @@ def test_decoded_size_caps_the_short_side(sample_data):
     assert decoded_size(info.video, 0) == (1920, 1080)
     frames = read_frames(sample_data / "dfdc/dfdc_sample_real/lynaeydofd.mp4", 25, 3, 25, (1280, 720))
     assert frames.shape == (3, 720, 1280, 3) and frames.std() > 10
+
+
+def test_a_damaged_keyframe_after_a_seek_falls_back_to_decoding_through(sample_data):
+    """The FF++ sample's keyframe at 10 s is damaged: seeking there decodes to a green frame.
+    The clip must equal the one decoded straight through from the start."""
+    path = sample_data / "ffpp/original_sequences/youtube/c23/videos/004.mp4"
+    (_, sought), = list(iter_clips(path, [293], 4, 25, (320, 180), seek_gap=1))
+    through = dict(iter_clips(path, [0, 293], 4, 25, (320, 180), seek_gap=10_000))[293]
+    np.testing.assert_array_equal(sought, through)
+    assert sought[..., 1].mean() < 100  # not the green of a broken decode
