@@ -82,7 +82,8 @@ def extract_options(fn):
         click.option("--items-per-shard", type=int, default=4, show_default=True, help="Items per task/shard."),
         click.option("--face-size", type=int, default=128, show_default=True, help="Face crop side (px)."),
         click.option("--mouth-size", type=int, default=96, show_default=True, help="Mouth crop side (px)."),
-        click.option("--detect-every", type=int, default=2, show_default=True, help="Run MTCNN on every k-th frame."),
+        click.option("--detect-every", type=int, default=16, show_default=True, help="Coarse face search on every k-th frame."),
+        click.option("--refine-every", type=int, default=2, show_default=True, help="Local face fit on every k-th frame."),
         click.option("--detect-short-side", type=int, default=360, show_default=True, help="Detection resolution."),
         click.option("--device", default="cpu", show_default=True, help="MTCNN device: cpu or cuda[:N]."),
         click.option("--overwrite", is_flag=True, help="Delete a store made with another config and start again."),
@@ -98,7 +99,7 @@ def _extract_config(o: dict):
     from .faces import FaceConfig
 
     face = FaceConfig(face_size=o["face_size"], mouth_size=o["mouth_size"], detect_every=o["detect_every"],
-                      detect_short_side=o["detect_short_side"], device=o["device"])
+                      refine_every=o["refine_every"], detect_short_side=o["detect_short_side"], device=o["device"])
     return ExtractConfig(fps=o["fps"], frames_per_clip=o["frames_per_clip"], clips_per_video=o["clips_per_video"],
                          items_per_shard=o["items_per_shard"], face=face)
 
