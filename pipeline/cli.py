@@ -67,6 +67,22 @@ def manifest_cmd(recipe, corpus_dir, out, as_json, **options):
             click.echo(f"    {f.path}: {f.reason}{' - ' + f.detail if f.detail else ''}")
 
 
+@main.command("merge")
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Merged manifest (.jsonl).")
+@click.option("--prefix-ids", is_flag=True, help="Prefix ids and groups with each manifest's recipe name.")
+def merge_cmd(manifests, out, prefix_ids):
+    """Merge MANIFESTS of different corpora into one (paths rebased on their common root)."""
+    from .manifest import merge_manifests
+
+    try:
+        meta = merge_manifests(manifests, out, prefix_ids=prefix_ids)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    click.echo(f"merged {len(manifests)} manifests: {meta['items']} items, {meta['failures']} failures, "
+               f"root {meta['corpus_dir']} -> {out}")
+
+
 # ---- extract -------------------------------------------------------------------------------
 
 

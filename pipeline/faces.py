@@ -274,7 +274,8 @@ def crop_square(frame: np.ndarray, cx: float, cy: float, side: float, out: int) 
     sx0, sy0, sx1, sy1 = max(ix0, 0), max(iy0, 0), min(ix1, w), min(iy1, h)
     if sx1 > sx0 and sy1 > sy0:
         canvas[sy0 - iy0 : sy1 - iy0, sx0 - ix0 : sx1 - ix0] = frame[sy0:sy1, sx0:sx1]
-    box = (x0 - ix0, y0 - iy0, x0 - ix0 + side, y0 - iy0 + side)
+    # clamp: float rounding can put the far edge a hair past the canvas
+    box = (x0 - ix0, y0 - iy0, min(x0 - ix0 + side, ix1 - ix0), min(y0 - iy0 + side, iy1 - iy0))
     return np.asarray(Image.fromarray(canvas).resize((out, out), Image.BILINEAR, box=box, reducing_gap=2.0))
 
 

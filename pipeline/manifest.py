@@ -160,7 +160,7 @@ def write_manifest(result: RecipeResult, out, recipe: str, corpus_dir, options: 
 
 def summarize(result: RecipeResult) -> dict:
     rows = result.rows
-    key = lambda r: f"video={r.video_label},audio={r.audio_label}"  # noqa: E731
+    key = lambda r: f"video={r.video_label or 'none'},audio={r.audio_label or 'none'}"  # noqa: E731
     return {
         "items": len(rows),
         "failures": len(result.failures),
@@ -213,3 +213,38 @@ def read_failures(manifest_path) -> list[Failure]:
     if not failures_path.is_file():
         return []
     return [Failure(**json.loads(line)) for line in failures_path.read_text().splitlines() if line.strip()]
+
+
+def merge_manifests(paths, out, prefix_ids: bool = False) -> dict:
+    """Merge manifests of different corpora into one, rooted at their roots' common folder.
+
+    Paths (and relative ``audio_path``s) are rebased onto the common root. Ids must be unique
+    across the inputs; ``prefix_ids`` prefixes each id (and group) with its manifest's recipe.
+    Failures are concatenated. Returns the merged manifest's meta.
+    """
+    paths = [Path(p) for p in paths]
+    roots = [manifest_root(p) for p in paths]
+    common = Path(os.path.commonpath([str(r) for r in roots]))
+    rows: list[ManifestRow] = []
+    failures: list[Failure] = []
+    recipes = []
+    for p, root in zip(paths, roots):
+        _, meta_path = sidecar_paths(p)
+        recipe = json.loads(meta_path.read_text()).get("recipe", p.stem) if meta_path.is_file() else p.stem
+        recipes.append(recipe)
+        rel = root.relative_to(common)
+        for r in read_manifest(p):
+            r.path = (rel / r.path).as_posix()
+            if r.audio_path and not Path(r.audio_path).is_absolute():
+                r.audio_path = (rel / r.audio_path).as_posix()
+            if prefix_ids:
+                r.id, r.group = f"{recipe}/{r.id}", f"{recipe}/{r.group}"
+            rows.append(r)
+        for f in read_failures(p):
+            f.path = (rel / f.path).as_posix() if not Path(f.path).is_absolute() else f.path
+            failures.append(f)
+    dup = [k for k, n in Counter(r.id for r in rows).items() if n > 1]
+    if dup:
+        raise ValueError(f"Ids occur in more than one manifest (e.g. {dup[:3]}); merge with prefixed ids (--prefix-ids)")
+    return write_manifest(RecipeResult(rows, failures), out, "+".join(recipes), common,
+                          options={"merged": [str(p) for p in paths], "prefix_ids": prefix_ids})

@@ -171,3 +171,8 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"Cannot write {type(o).__name__} into a marker")
+
+
+def item_row(root: zarr.Group, item: int) -> dict:
+    """The manifest row (as a dict) of item ``item`` of an extracted store."""
+    return json.loads(str(root["items/row"][int(item) : int(item) + 1][0]))

@@ -153,7 +153,7 @@ def test_metadata_is_stored_per_sample(extracted):
     assert np.isnan(conf[1]) and conf[0] > 0.9  # detected on even frames only
     box = g["video/box"][i]
     assert (box[:, 2] > box[:, 0]).all() and (box[:, 3] <= 512 * 1.05).all()
-    row = json.loads(g["items/row"][g["meta/item"][i]])
+    row = st.item_row(g, g["meta/item"][i])
     assert row["id"] == "talk"
     assert g["meta/id"][sample_index(store, "gone")[0]] == "gone"
     assert g["meta/method"][sample_index(store, "gone")[0]] == "unknown"

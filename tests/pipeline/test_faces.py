@@ -90,3 +90,12 @@ def test_no_face_gives_none(sample_data):
     frames = np.zeros((4, 240, 320, 3), np.uint8)
     frames[:] = np.linspace(0, 255, 320, dtype=np.uint8)[None, None, :, None]
     assert track_clip(frames, FaceConfig()) is None
+
+
+def test_crop_square_survives_float_rounding_at_the_far_edge():
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    # float32 box for which x0 - floor(x0) + side lands a hair past ceil(x0 + side)
+    b = np.array([206.74081420898438, 181.14144897460938, 366.0966491699219, 294.02691650390625], np.float32)
+    side = np.float32(1.3) * max(b[2] - b[0], b[3] - b[1])
+    crop = crop_square(frame, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, side, 128)
+    assert crop.shape == (128, 128, 3)

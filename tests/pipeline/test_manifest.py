@@ -145,7 +145,7 @@ def test_rewriting_replaces_the_old_manifest(tmp_path):
 
 def test_summarize_counts_labels():
     s = summarize(RecipeResult(rows_ok()))
-    assert s["by_label"] == {"video=real,audio=real": 1, "video=fake,audio=real": 1, "video=None,audio=fake": 1}
+    assert s["by_label"] == {"video=real,audio=real": 1, "video=fake,audio=real": 1, "video=none,audio=fake": 1}
 
 
 def test_read_manifest_errors_name_the_line(tmp_path):

@@ -1,0 +1,98 @@
+"""avdd-data from the command line, on the real sample media."""
+
+import json
+import shutil
+
+import pytest
+import zarr
+from click.testing import CliRunner
+from PIL import Image
+
+from pipeline.cli import main
+
+SMALL = ["--workers", "0", "--clips-per-video", "2", "--frames-per-clip", "16", "--no-progress"]
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_manifest_dfdc_reports_the_missing_file(sample_data, tmp_path):
+    r = run("manifest", "dfdc", sample_data / "dfdc", "-o", tmp_path / "dfdc.jsonl")
+    assert r.exit_code == 0, r.output
+    assert "2 items" in r.output and "awnfpubqmo.mp4: missing" in r.output
+    rows = [json.loads(line) for line in (tmp_path / "dfdc.jsonl").read_text().splitlines()]
+    assert sorted(x["id"] for x in rows) == ["brtujopkby", "lynaeydofd"]
+    fails = [json.loads(line) for line in (tmp_path / "dfdc.failures.jsonl").read_text().splitlines()]
+    assert [(f["path"], f["reason"]) for f in fails] == [("dfdc_train_part_0/awnfpubqmo.mp4", "missing")]
+
+
+def test_manifest_ffpp_json_summary(sample_data, tmp_path):
+    r = run("manifest", "ffpp", sample_data / "ffpp", "-o", tmp_path / "ffpp.jsonl", "--json")
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.output)
+    assert meta["by_split"] == {"val": 2} and meta["items"] == 2
+
+
+def test_unknown_recipe_and_wrong_option_are_clear_errors(sample_data, tmp_path):
+    r = run("manifest", "dfdcc", sample_data / "dfdc", "-o", tmp_path / "x.jsonl")
+    assert r.exit_code == 2 and "valid recipes: asvspoof2019_la, dfdc" in r.output
+    r = run("manifest", "dfdc", sample_data / "dfdc", "-o", tmp_path / "x.jsonl", "--audio-dir", tmp_path)
+    assert r.exit_code == 2 and "does not take option(s) audio_dir" in r.output
+
+
+def test_run_inspect_and_refused_config_change(sample_data, tmp_path):
+    corpus = tmp_path / "talking"
+    shutil.copytree(sample_data / "talking", corpus)
+    store = tmp_path / "out" / "talking.zarr"
+    r = run("run", corpus, "--store", store, *SMALL)
+    assert r.exit_code == 0, r.output
+    assert "samples 4 (ok 4, partial 0)" in r.output
+    assert (tmp_path / "out" / "talking.manifest.jsonl").is_file()
+
+    r = run("inspect", "--store", store, "--json", "--png", tmp_path / "sheet.png", "--rows", "3")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["samples"] == 4 and info["with_video"] == 4 and info["with_audio"] == 4
+    assert info["by_label"] == {"video=real,audio=real": 4}
+    sheet = Image.open(tmp_path / "sheet.png")
+    assert sheet.size == (220 + 2 * 8 * 128, 3 * (128 + 28))
+
+    r = run("run", corpus, "--store", store, *SMALL)
+    assert r.exit_code == 0 and "0 shard(s) done now, 1 already done" in r.output
+
+    r = run("extract", tmp_path / "out" / "talking.manifest.jsonl", "--store", store, "--workers", "0",
+            "--frames-per-clip", "8", "--clips-per-video", "2", "--no-progress")
+    assert r.exit_code == 2 and "frames_per_clip: 16 -> 8" in r.output and "--overwrite" in r.output
+
+
+def test_merge_rebases_paths(sample_data, tmp_path):
+    assert run("manifest", "dfdc", sample_data / "dfdc", "-o", tmp_path / "a.jsonl").exit_code == 0
+    assert run("manifest", "ffpp", sample_data / "ffpp", "-o", tmp_path / "b.jsonl").exit_code == 0
+    r = run("merge", tmp_path / "a.jsonl", tmp_path / "b.jsonl", "-o", tmp_path / "all.jsonl")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "all.meta.json").read_text())
+    assert meta["corpus_dir"] == str(sample_data.resolve()) and meta["items"] == 4 and meta["failures"] == 1
+    paths = sorted(json.loads(x)["path"] for x in (tmp_path / "all.jsonl").read_text().splitlines())
+    assert paths[0] == "dfdc/dfdc_sample_real/lynaeydofd.mp4"
+    assert all((sample_data / p).is_file() for p in paths)
+
+
+def test_extract_on_an_existing_dask_cluster(sample_data, tmp_path):
+    from distributed import LocalCluster
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", corpus / "a.wav")
+    shutil.copy(sample_data / "speech/psphinx_goforward.wav", corpus / "b.wav")
+    assert run("manifest", "folder", corpus, "-o", tmp_path / "m.jsonl", "--default-label", "real").exit_code == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        r = run("extract", tmp_path / "m.jsonl", "--store", tmp_path / "s.zarr", "--scheduler",
+                cluster.scheduler_address, "--items-per-shard", "1", "--no-progress", "--json")
+        assert r.exit_code == 0, r.output
+        ran_on = cluster.scheduler.task_prefixes  # tasks the cluster's scheduler has seen
+    summary = json.loads(r.output)
+    assert summary["computed"] == 2 and summary["counts"]["samples"] > 0
+    assert "extract" in ran_on
