@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import MediaError
-from ..manifest import Failure, ManifestRow
+from ..manifest import Failure, ManifestRow, RecipeResult
 from ..media import probe, sniff_kind
 
 
@@ -43,6 +43,19 @@ def keep_checked(root: Path, candidates, expect: str) -> tuple[list[ManifestRow]
         else:
             failures.append(Failure.from_error(err, id=row.id, root=root))
     return rows, failures
+
+
+def finish(root: Path, candidates: list[ManifestRow], failures: list[Failure], expect: str,
+           probe: bool = False, workers: int = 8) -> RecipeResult:
+    """The common end of a recipe: keep the candidates whose files pass :func:`check_media`
+    (``expect`` as there, or "row" for each row's own media kind), probe them if asked, and
+    return them with every failure."""
+    rows, bad = keep_checked(root, candidates, expect)
+    failures = failures + bad
+    if probe:
+        rows, bad = probe_rows(root, rows, workers=workers)
+        failures += bad
+    return RecipeResult(rows, failures)
 
 
 def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[list[ManifestRow], list[Failure]]:

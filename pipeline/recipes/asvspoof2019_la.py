@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import MediaError
 from ..manifest import Failure, ManifestRow, RecipeResult
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 _PARTITIONS = {"train": "train", "dev": "val", "eval": "test"}
 _PROTO = re.compile(r"\.cm\.(train|dev|eval)\.(?:trn|trl)(?:\.txt)?$")
@@ -64,9 +64,4 @@ def prepare_asvspoof2019_la(corpus_dir, protocol=None, probe: bool = False) -> R
                 has_audio=True,
                 extra={"partition": partition, "protocol": proto.name},
             ))
-    rows, bad = keep_checked(root, candidates, "audio")
-    failures += bad
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, candidates, failures, "audio", probe)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import MediaError
 from ..manifest import Failure, ManifestRow, RecipeResult
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -46,12 +46,7 @@ def prepare_dfdc(corpus_dir, probe: bool = False) -> RecipeResult:
                 failures.append(row)
             else:
                 candidates.append(row)
-    rows, bad = keep_checked(root, candidates, "video")
-    failures += bad
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, candidates, failures, "video", probe)
 
 
 def _row(root: Path, folder: Path, name: str, entry) -> ManifestRow | Failure:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..manifest import Failure, ManifestRow, RecipeResult
 from ..media import MEDIA_SUFFIXES
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 TYPES = {
     "RealVideo-RealAudio": ("real", "real"),
@@ -49,12 +49,7 @@ def prepare_fakeavceleb(corpus_dir, metadata=None, probe: bool = False) -> Recip
                 continue
             row = _row(root, base, cells, f"{meta_path.name}:{n}")
             (failures if isinstance(row, Failure) else candidates).append(row)
-    rows, bad = keep_checked(root, candidates, "video")
-    failures += bad
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, candidates, failures, "video", probe)
 
 
 def _find_metadata(root: Path) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..manifest import RecipeResult, ManifestRow
 from ..resources import manifests_dir
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 AUDIO_EXTS = (".wav", ".flac", ".m4a", ".mp3", ".aac")
 
@@ -74,11 +74,7 @@ def prepare_ffpp(
             row.audio_path, row.has_audio, row.audio_label = str(src), True, "real"
         elif audio_dir:
             row.extra["audio_missing"] = True
-    rows, failures = keep_checked(root, candidates, "video")
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, candidates, [], "video", probe)
 
 
 def _audio_index(audio_dir: Path) -> dict[str, Path]:

@@ -24,7 +24,7 @@ from ..errors import MediaError
 from ..manifest import Failure, ManifestRow, RecipeResult
 from ..media import MEDIA_SUFFIXES
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 _LABEL_WORDS = {"real": "real", "fake": "fake", "bona-fide": "real", "bonafide": "real", "spoof": "fake",
                 "0": "real", "1": "fake", "": None, "none": None, "unknown": None}
@@ -43,13 +43,10 @@ def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, wo
     if not candidates and not failures:
         raise FileNotFoundError(f"No media files ({', '.join(sorted(MEDIA_SUFFIXES))}) found under {root}")
     _disambiguate_ids(candidates)
-    rows, bad = keep_checked(root, candidates, "media")
-    failures += bad
-    rows, bad = probe_rows(root, rows, workers=workers)
-    failures += bad
-    for row in rows:
+    result = finish(root, candidates, failures, "media", probe=True, workers=workers)
+    for row in result.rows:
         _settle_labels(row)
-    return RecipeResult(rows, failures)
+    return result
 
 
 def _disambiguate_ids(rows: list[ManifestRow]) -> None:

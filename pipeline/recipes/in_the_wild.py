@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..manifest import Failure, ManifestRow, RecipeResult
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 _LABELS = {"bona-fide": "real", "bonafide": "real", "spoof": "fake"}
 
@@ -49,9 +49,4 @@ def prepare_in_the_wild(corpus_dir, probe: bool = False) -> RecipeResult:
                 split=None,
                 has_audio=True,
             ))
-    rows, bad = keep_checked(root, candidates, "audio")
-    failures += bad
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, candidates, failures, "audio", probe)

@@ -12,7 +12,7 @@ import re
 from ..manifest import ManifestRow, RecipeResult
 from ..media import AUDIO_SUFFIXES
 from . import register
-from ._common import corpus_path, keep_checked, probe_rows
+from ._common import corpus_path, finish
 
 _SPEAKER = re.compile(r"^id\d+$")
 _SPLIT_DIRS = {"dev": "train", "train": "train", "test": "test"}
@@ -51,8 +51,4 @@ def prepare_voxceleb(corpus_dir, probe: bool = False) -> RecipeResult:
         )
     if not by_id:
         raise FileNotFoundError(f"No VoxCeleb clips (id*/<video>/<clip>.mp4|m4a|wav) found under {root}")
-    rows, failures = keep_checked(root, list(by_id.values()), "row")
-    if probe:
-        rows, bad = probe_rows(root, rows)
-        failures += bad
-    return RecipeResult(rows, failures)
+    return finish(root, list(by_id.values()), [], "row", probe)

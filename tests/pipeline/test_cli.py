@@ -3,8 +3,6 @@
 import json
 import shutil
 
-import pytest
-import zarr
 from click.testing import CliRunner
 from PIL import Image
 

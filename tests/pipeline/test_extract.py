@@ -1,6 +1,5 @@
 """The extract stage end to end on real media (plus one real face with synthetic timing)."""
 
-import json
 import shutil
 
 import numpy as np

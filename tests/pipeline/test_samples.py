@@ -59,7 +59,7 @@ def test_face_crops_show_faces_and_mouth_crops_are_centred_on_mouths(six):
     store, _, _ = six
     g = zarr.open_group(str(store), mode="r")
     cfg = FaceConfig(detect_short_side=10_000, min_face_size=40)
-    S, M = 128, 96
+    S = 128
     for i in range(g["video/face"].shape[0]):
         faces = g["video/face"][i][::8]  # 4 frames per clip
         boxes = g["video/box"][i][::8]
