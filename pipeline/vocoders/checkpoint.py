@@ -1,0 +1,168 @@
+"""Loading vocoder checkpoints safely, whatever format the public releases saved them in.
+
+- :func:`load_file` loads with ``torch.load(weights_only=True)``. A file that needs a full
+  unpickler (a pickled ``nn.Module``, like NVIDIA's original WaveGlow release) is refused with
+  an error that says so, unless the caller opts in with ``trust_pickle``: then a restricted
+  unpickler accepts only torch's tensor machinery, plain containers, torch.nn layers and the few
+  class names the caller maps to our own classes.
+- :func:`state_dict_of` finds the generator's weights in the usual layouts: a bare state_dict,
+  ``{"model": {"generator": ...}}`` (ParallelWaveGAN), ``{"state_dict": ...}``, ``{"model_g":
+  ...}`` (seungwonpark MelGAN), ``{"model": <nn.Module>}``, with or without a ``module.`` prefix.
+- :func:`fold_weight_norm` turns weight-norm pairs (``weight_g``/``weight_v``, or the newer
+  ``parametrizations.weight.original0/1``) into plain weights: our models carry plain weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason and what to do."""
+
+
+def file_hash(path) -> str:
+    """sha256 of a file (first 16 hex digits): identifies the checkpoint in conversion records."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+# Globals a legacy pickle of a torch model may reference besides the caller's own classes.
+_TORCH_SAFE_PREFIXES = ("torch.nn.modules.", "torch.nn.parameter", "torch._utils", "torch.storage",
+                        "torch.serialization", "torch.nn.utils.weight_norm", "torch.nn.utils.parametriz")
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "set"), ("builtins", "dict"),
+    ("builtins", "list"), ("builtins", "tuple"), ("builtins", "slice"), ("builtins", "getattr"),
+    ("torch", "Size"), ("torch", "device"), ("torch", "dtype"), ("torch", "float32"), ("torch", "float16"),
+    ("torch", "FloatStorage"), ("torch", "HalfStorage"), ("torch", "LongStorage"), ("torch", "IntStorage"),
+    ("torch", "BoolStorage"), ("torch", "DoubleStorage"), ("torch", "ByteStorage"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+def _restricted_pickle_module(mapping: dict[str, type]):
+    """A pickle-module stand-in for ``torch.load`` whose unpickler resolves only safe globals
+    and the ``"module.Class"`` names in ``mapping`` (to our classes)."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            key = f"{module}.{name}"
+            if key in mapping:
+                return mapping[key]
+            if (module, name) in _SAFE_GLOBALS or module.startswith(_TORCH_SAFE_PREFIXES):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing to load global {key!r} from a checkpoint")
+
+    class Module:
+        pass
+
+    Module.Unpickler = Unpickler
+    Module.load = staticmethod(lambda f, **kw: Unpickler(f, **kw).load())
+    Module.__name__ = "avdd_restricted_pickle"
+    return Module
+
+
+def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, type] | None = None):
+    """Load a checkpoint file onto the CPU (see module docstring for the safety rules)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{path} is not a plain weights file: loading it needs a full unpickler, which can run "
+                f"code stored in the file ({str(e).splitlines()[0][:200]}). If you trust its source, pass "
+                "--trust-pickle: it is then read with a restricted unpickler that accepts only torch layers "
+                "and the vocoder's own classes; re-save it as a plain state_dict to avoid this next time."
+            ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from None
+    module = _restricted_pickle_module(pickle_classes or {})
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=module)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def state_dict_of(ckpt, keys: tuple[str, ...] = ("generator", "model_g", "state_dict", "model")) -> dict:
+    """The generator's state_dict inside a loaded checkpoint (see module docstring)."""
+    obj = ckpt
+    for _ in range(3):
+        if isinstance(obj, torch.nn.Module):
+            obj = obj.state_dict()
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return strip_prefix(dict(obj))
+        if not isinstance(obj, dict):
+            break
+        inner = next((obj[k] for k in keys if k in obj), None)
+        if inner is None:
+            break
+        obj = inner
+    found = list(ckpt.keys())[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise CheckpointError(f"Cannot find generator weights in the checkpoint (found {found}); "
+                          f"expected a state_dict or one of the keys {', '.join(keys)}")
+
+
+def strip_prefix(sd: dict, prefix: str = "module.") -> dict:
+    """Remove a DataParallel/DDP ``module.`` prefix (when every key has it)."""
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def fold_weight_norm(sd: dict) -> dict:
+    """Replace weight-norm pairs with the plain weight ``g * v / ||v||`` (norm over every
+    dimension but the first, as ``torch.nn.utils.weight_norm(dim=0)``)."""
+    out = {}
+    pairs = {}
+    for k, v in sd.items():
+        for g_key, v_key in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0",
+                                                            ".parametrizations.weight.original1")):
+            if k.endswith(g_key):
+                pairs.setdefault(k[: -len(g_key)], {})["g"] = v
+                break
+            if k.endswith(v_key):
+                pairs.setdefault(k[: -len(v_key)], {})["v"] = v
+                break
+        else:
+            out[k] = v
+    for base, gv in pairs.items():
+        if set(gv) != {"g", "v"}:
+            raise CheckpointError(f"Incomplete weight-norm pair for {base!r} in the checkpoint")
+        g, v = gv["g"], gv["v"]
+        norm = v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+        out[f"{base}.weight"] = g * v / norm
+    return out
+
+
+def load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
+    """Load ``sd`` into ``model`` strictly, with an error listing what does not match."""
+    sd = fold_weight_norm(strip_prefix(sd))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[:4]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[:4]})")
+        if shapes:
+            parts.append(f"shape mismatch {len(shapes)} (e.g. {shapes[:3]})")
+        raise CheckpointError(f"{source} does not fit {type(model).__name__} with this config: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
