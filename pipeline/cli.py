@@ -158,6 +158,102 @@ def extract_cmd(manifest, store, root, as_json, **o):
     _run_extract(manifest, store, root, o, as_json)
 
 
+# ---- convert -------------------------------------------------------------------------------
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _checkpoints(values: tuple[str, ...], vocoder: str) -> dict[str, str]:
+    """``--checkpoint PATH`` (for the one vocoder) or ``--checkpoint NAME=PATH`` (repeatable)."""
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if sep and not Path(v).exists():
+            out[name] = path
+        elif vocoder == "all":
+            _fail(f"--checkpoint {v!r}: with --vocoder all, give checkpoints as NAME=PATH")
+        else:
+            out[vocoder] = v
+    return out
+
+
+def _run_convert(store, vocoders: list[str], checkpoints: dict, o: dict, as_json: bool) -> None:
+    from .convert import ConvertConfig, convert
+    from .store import StoreMismatch
+    from .vocoders.checkpoint import CheckpointError
+
+    failed = False
+    for name in vocoders:
+        cfg = ConvertConfig(vocoder=name, checkpoint=checkpoints.get(name), device=o["device"],
+                            batch_size=o["batch_size"], trust_pickle=o["trust_pickle"],
+                            options=dict(o["options"]) if len(vocoders) == 1 else {})
+        try:
+            summary = convert(store, cfg, scheduler=o["scheduler"], workers=o["workers"], threads=o["threads"],
+                              overwrite=o["overwrite"], progress=not o["no_progress"])
+        except (StoreMismatch, CheckpointError, ValueError, FileNotFoundError, TypeError) as e:
+            _fail(f"{name}: {e}")
+        if as_json:
+            click.echo(json.dumps(summary.to_dict(), indent=2))
+        else:
+            c, q = summary.counts, summary.quality
+            fig = ", ".join(f"{k} {v['mean']:.3f}" for k, v in q.items() if v["mean"] is not None)
+            click.echo(f"convert {name}: {summary.computed} shard(s) now, {summary.skipped} already done; "
+                       f"{c.get('samples', 0)} clips ({c.get('audio_seconds', 0):.1f} s), failed {c.get('failed', 0)}"
+                       f"; {fig or 'no quality figures'} ({summary.seconds:.1f} s)")
+            if summary.not_extracted:
+                click.echo(f"  {summary.not_extracted} shard(s) not extracted yet: run extract, then convert again")
+        for shard, err in sorted(summary.errors.items()):
+            failed = True
+            click.secho(f"  {name}: shard {shard} not written: {err.strip().splitlines()[-1]}", fg="red", err=True)
+    if failed:
+        click.secho("Run the same command again to retry the failed shards.", fg="red", err=True)
+        sys.exit(1)
+
+
+def convert_options(fn):
+    opts = [
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
+        click.option("--batch-size", type=int, default=16, show_default=True, help="Clips converted together."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Allow a legacy pickled checkpoint (read with a restricted unpickler)."),
+        click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask)."),
+        click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT."),
+        click.option("--threads", type=int, help="Torch threads per task (default: cores / workers)."),
+        click.option("--overwrite", is_flag=True, help="Replace a conversion made with another checkpoint/config."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@main.command("convert")
+@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--vocoder", required=True, help="griffinlim, world, melgan, waveglow, wavernn, parallel_wavegan, "
+                                              "wavenet, or all (every vocoder usable: the first two and those given a checkpoint).")
+@click.option("--checkpoint", multiple=True, help="Checkpoint file (PATH, or NAME=PATH with --vocoder all).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Vocoder option, e.g. n_iter=64 (griffinlim) or f0_method=dio (world).")
+@convert_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+def convert_cmd(store, vocoder, checkpoint, options, as_json, **o):
+    """Re-synthesise the store's real audio with a vocoder into audio/fake/NAME."""
+    from .convert import usable_vocoders
+
+    o["options"] = {k: _parse_value(v) for k, _, v in (x.partition("=") for x in options)}
+    checkpoints = _checkpoints(checkpoint, vocoder)
+    try:
+        names = usable_vocoders(checkpoints) if vocoder == "all" else [vocoder]
+    except ValueError as e:
+        _fail(str(e))
+    _run_convert(store, names, checkpoints, o, as_json)
+
+
 # ---- inspect -------------------------------------------------------------------------------
 
 
@@ -189,10 +285,14 @@ def inspect_cmd(store, as_json, png, rows):
 @click.option("--labels", type=click.Path(dir_okay=False), help="CSV with path,label[,...] columns.")
 @click.option("--default-label", type=click.Choice(["real", "fake", "none"]), default="real", show_default=True,
               help="Label of files that are not under real/ or fake/ and not in --labels.")
+@click.option("--vocoders", default="griffinlim,world", show_default=True,
+              help="Vocoders to convert the real audio with after extraction (comma-separated; '' for none).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Clips converted together.")
 @extract_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
-def run_cmd(corpus_dir, store, labels, default_label, as_json, **o):
-    """The main job: index CORPUS_DIR (folder recipe), then extract into STORE.
+def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, as_json, **o):
+    """The main job: index CORPUS_DIR (folder recipe), extract into STORE, convert the real
+    audio with --vocoders.
 
     The manifest is written beside the store as STORE.manifest.jsonl.
     """
@@ -209,3 +309,5 @@ def run_cmd(corpus_dir, store, labels, default_label, as_json, **o):
     meta = write_manifest(result, manifest, "folder", corpus_dir, options={"default_label": default_label})
     click.echo(f"manifest: {meta['items']} items, {meta['failures']} not usable -> {manifest}", err=as_json)
     _run_extract(manifest, store, None, o, as_json)
+    names = [v.strip() for v in vocoders.split(",") if v.strip()]
+    _run_convert(store, names, {}, {**o, "batch_size": batch_size, "trust_pickle": False, "options": {}}, as_json)

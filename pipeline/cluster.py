@@ -115,3 +115,42 @@ def run_shards(
         bar.close()
     run.seconds = time.perf_counter() - start
     return run
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a stage runs: an existing ``client``, the Dask ``scheduler`` at an address, or a
+    local cluster of ``workers`` processes (None: one per core; 0: in this process)."""
+
+    client: object = None
+    scheduler: str | None = None
+    workers: int | None = None
+    threads: int | None = None  # torch/ffmpeg threads per task (None: cores / local workers)
+
+    @property
+    def local_workers(self) -> int:
+        return self.workers if self.workers is not None else default_workers()
+
+    def task_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        if self.client is not None or self.scheduler:
+            return 1
+        return max(1, default_workers() // max(1, self.local_workers))
+
+
+def run_stage(fn: Callable[[int], dict], shards: list[int], where: Placement, desc: str, progress: bool = True,
+              gpu: bool = False) -> ShardRun:
+    """Map ``fn`` over ``shards`` where ``where`` says; GPU tasks are annotated ``GPU=1``."""
+    kw = dict(desc=desc, progress=progress, resources={"GPU": 1} if gpu else None, key_prefix=desc)
+    if shards and where.client is None and (where.scheduler or where.local_workers > 0):
+        with dask_client(where.scheduler, where.local_workers, gpu=gpu) as client:
+            return run_shards(fn, shards, client=client, **kw)
+    return run_shards(fn, shards, client=where.client, **kw)
+
+
+def set_torch_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store as st
-from .cluster import default_workers, dask_client, run_shards
+from .cluster import Placement, run_stage, set_torch_threads
 from .errors import MediaError
 from .faces import FaceConfig, crop_clip, track_clip
 from .manifest import ManifestRow, manifest_root, read_manifest
@@ -214,7 +214,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
     done = st.valid_marker(store, STAGE, OUTPUT, shard, stage_hash)
     if done is not None:
         return {**done["counts"], "skipped": True}
-    _set_threads(threads)
+    set_torch_threads(threads)
     cfg = ExtractConfig(**config)
     C = cfg.clips_per_video
     lo = shard * cfg.items_per_shard * C
@@ -278,13 +278,6 @@ def _put_clip(buf: dict, i: int, clip: Clip, row: ManifestRow) -> None:
 def _fail_item(buf, failures, j, C, lo, item, row, reason, detail) -> None:
     buf["meta/status"][j * C : (j + 1) * C] = st.STATUS["failed"]
     failures.append({"sample": None, "item": item, "id": row.id, "clip": None, "reason": reason, "detail": detail})
-
-
-def _set_threads(n: int) -> None:
-    import torch
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 # ---- the store and the driver --------------------------------------------------------------
@@ -402,18 +395,10 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     plan = prepare_store(store, rows, cfg, overwrite=overwrite)
     all_shards = range(plan["n_shards"])
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
-    local_workers = workers if workers is not None else default_workers()
-    if threads is None:
-        threads = max(1, default_workers() // max(1, local_workers)) if not (client or scheduler) else 1
-    gpu = cfg.face.device.startswith("cuda")
+    where = Placement(client, scheduler, workers, threads)
     fn = functools.partial(extract_shard, store=str(Path(store).resolve()), root=str(root),
-                           config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=threads)
-    run_kw = dict(desc="extract", progress=progress, resources={"GPU": 1} if gpu else None, key_prefix="extract")
-    if todo and client is None and (scheduler or local_workers > 0):
-        with dask_client(scheduler, local_workers, gpu=gpu) as c:
-            run = run_shards(fn, todo, client=c, **run_kw)
-    else:
-        run = run_shards(fn, todo, client=client, **run_kw)
+                           config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads())
+    run = run_stage(fn, todo, where, "extract", progress, gpu=cfg.face.device.startswith("cuda"))
     return summarize(store, plan, skipped=len(all_shards) - len(todo), run=run)
 
 

@@ -55,7 +55,29 @@ def inspect_store(store) -> dict:
         "failures": {"samples_by_reason": dict(sample_fail), "items_by_reason": dict(item_fail),
                      "examples": examples},
         "config": plan["config"],
+        "vocoders": _vocoders(store, attrs),
     }
+
+
+def _vocoders(store, attrs: dict) -> dict:
+    """Per converted vocoder: clips converted and failed, quality figures, checkpoint."""
+    from .convert import quality_summary
+
+    out = {}
+    for key, plan in sorted(attrs["stages"].items()):
+        if not key.startswith("convert:"):
+            continue
+        name = plan["vocoder"]
+        markers = [m for m in st.all_markers(store, "convert", name) if m["config_hash"] == plan["stage_hash"]]
+        out[name] = {
+            "shards_done": len(markers),
+            "converted": sum(m["counts"]["samples"] for m in markers),
+            "failed": sum(m["counts"]["failed"] for m in markers),
+            "audio_seconds": round(sum(m["counts"]["audio_seconds"] for m in markers), 2),
+            "checkpoint_hash": plan["info"]["checkpoint_hash"],
+            "quality": quality_summary(store, name),
+        }
+    return out
 
 
 def format_report(info: dict) -> str:
@@ -74,6 +96,13 @@ def format_report(info: dict) -> str:
     for e in f["examples"][:10]:
         clip = "" if e["clip"] is None else f" clip {e['clip']}"
         lines.append(f"  - {e['id']}{clip}: {e['reason']} {e['detail']}".rstrip())
+    if info["vocoders"]:
+        lines.append("converted audio (quality against the real clip, mean over clips):")
+        lines.append(f"  {'vocoder':<18} {'clips':>6} {'failed':>6} {'MCD dB':>8} {'LSD dB':>8} {'env corr':>9}  checkpoint")
+        for name, v in info["vocoders"].items():
+            q = {k: (f"{x['mean']:.3f}" if x["mean"] is not None else "-") for k, x in v["quality"].items()}
+            lines.append(f"  {name:<18} {v['converted']:>6} {v['failed']:>6} {q['mcd']:>8} {q['lsd']:>8} "
+                         f"{q['env_corr']:>9}  {v['checkpoint_hash'] or '-'}")
     return "\n".join(lines)
 
 
