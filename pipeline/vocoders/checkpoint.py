@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import _compat_pickle
 import hashlib
 import io
 import pickle
@@ -35,43 +36,60 @@ def file_hash(path) -> str:
     return h.hexdigest()[:16]
 
 
-# Globals a legacy pickle of a torch model may reference besides the caller's own classes.
-_TORCH_SAFE_PREFIXES = ("torch.nn.modules.", "torch.nn.parameter", "torch._utils", "torch.storage",
-                        "torch.serialization", "torch.nn.utils.weight_norm", "torch.nn.utils.parametriz")
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "set"), ("builtins", "dict"),
-    ("builtins", "list"), ("builtins", "tuple"), ("builtins", "slice"), ("builtins", "getattr"),
-    ("torch", "Size"), ("torch", "device"), ("torch", "dtype"), ("torch", "float32"), ("torch", "float16"),
-    ("torch", "FloatStorage"), ("torch", "HalfStorage"), ("torch", "LongStorage"), ("torch", "IntStorage"),
-    ("torch", "BoolStorage"), ("torch", "DoubleStorage"), ("torch", "ByteStorage"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
-    ("_codecs", "encode"),
+# What a legacy pickle of a torch model may reference besides the caller's own classes: exact
+# (module, name) pairs only. No prefixes and no dotted names: either reaches any attribute of an
+# allowed module (e.g. ``torch.serialization.os.system``), and ``getattr`` likewise.
+_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "dict"), ("builtins", "list"),
+    ("builtins", "tuple"), ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch.nn.modules.conv", "Conv1d"), ("torch.nn.modules.conv", "ConvTranspose1d"),
+    ("torch.nn.modules.conv", "Conv2d"), ("torch.nn.modules.linear", "Linear"),
+    ("torch.nn.modules.container", "ModuleList"), ("torch.nn.modules.container", "Sequential"),
+    ("torch.nn.utils.weight_norm", "WeightNorm"), ("torch.nn.parameter", "Parameter"),
+    ("torch", "Size"), ("torch", "device"),
+    *(("torch", f"{t}Storage") for t in ("Float", "Half", "Double", "Long", "Int", "Byte", "Bool", "BFloat16")),
 }
 
 
-def _restricted_pickle_module(mapping: dict[str, type]):
-    """A pickle-module stand-in for ``torch.load`` whose unpickler resolves only safe globals
-    and the ``"module.Class"`` names in ``mapping`` (to our classes)."""
+class _RestrictedUnpickler(pickle.Unpickler):
+    mapping: dict[str, object] = {}
 
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            key = f"{module}.{name}"
-            if key in mapping:
-                return mapping[key]
-            if (module, name) in _SAFE_GLOBALS or module.startswith(_TORCH_SAFE_PREFIXES):
-                return super().find_class(module, name)
-            raise pickle.UnpicklingError(f"refusing to load global {key!r} from a checkpoint")
-
-    class Module:
-        pass
-
-    Module.Unpickler = Unpickler
-    Module.load = staticmethod(lambda f, **kw: Unpickler(f, **kw).load())
-    Module.__name__ = "avdd_restricted_pickle"
-    return Module
+    def find_class(self, module, name):
+        # Python 2 names (protocol-2 pickles write __builtin__.set), mapped as fix_imports does
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        key = f"{module}.{name}"
+        if key in self.mapping:
+            return self.mapping[key]
+        if "." not in name and (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global {key!r} from a checkpoint")
 
 
-def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, type] | None = None):
+def _restricted_pickle_module(mapping: dict[str, object]):
+    """A pickle-module stand-in for ``torch.load`` whose unpickler resolves only
+    :data:`_PICKLE_GLOBALS` and the ``"module.Name"`` entries of ``mapping`` (to our classes)."""
+    unpickler = type("Unpickler", (_RestrictedUnpickler,), {"mapping": dict(mapping)})
+    return type("avdd_restricted_pickle", (), {"Unpickler": unpickler,
+                                               "load": staticmethod(lambda f, **kw: unpickler(f, **kw).load())})
+
+
+def module_tensors(module: torch.nn.Module, prefix: str = "") -> dict:
+    """Parameters and buffers of an unpickled module, read from its ``_modules``/``_parameters``/
+    ``_buffers`` without calling any of its methods or hooks."""
+    out = {}
+    for store in ("_parameters", "_buffers"):
+        for name, t in (vars(module).get(store) or {}).items():
+            if isinstance(t, torch.Tensor):
+                out[prefix + name] = t.detach()
+    for name, child in (vars(module).get("_modules") or {}).items():
+        if isinstance(child, torch.nn.Module):
+            out.update(module_tensors(child, f"{prefix}{name}."))
+    return out
+
+
+def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, object] | None = None):
     """Load a checkpoint file onto the CPU (see module docstring for the safety rules)."""
     path = Path(path)
     if not path.is_file():
@@ -93,16 +111,16 @@ def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, type] 
         with open(path, "rb") as f:
             data = f.read()
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=module)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, AttributeError, TypeError, ValueError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot read it as a checkpoint: {e}") from None
 
 
 def state_dict_of(ckpt, keys: tuple[str, ...] = ("generator", "model_g", "state_dict", "model")) -> dict:
     """The generator's state_dict inside a loaded checkpoint (see module docstring)."""
     obj = ckpt
     for _ in range(3):
-        if isinstance(obj, torch.nn.Module):
-            obj = obj.state_dict()
+        if isinstance(obj, torch.nn.Module):  # an unpickled module: read, never run, it
+            obj = module_tensors(obj)
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return strip_prefix(dict(obj))
         if not isinstance(obj, dict):

@@ -1,0 +1,172 @@
+"""Real-time factor of every vocoder, each beside its baseline, in one run.
+
+RTF = seconds of compute / seconds of audio produced (lower is faster; < 1 is faster than real
+time). Inputs are real speech: clips cut from ../shared/data/speech (or $AVDD_SAMPLE_DATA) at
+16 kHz, the length of the store's clips (1.28 s), converted the way the convert stage does
+(``copy_synthesize``: resample, mel, vocoder, resample back).
+
+Pairs measured in the same run:
+- griffinlim: our batched torch fast Griffin-Lim on a batch of clips vs ``librosa.griffinlim``
+  clip by clip, same magnitude spectrograms, same n_iter (target: >= 5x per audio-second);
+- wavernn: folded (batched overlapping segments) vs unfolded sample-by-sample (target >= 8x);
+- wavenet: incremental (cached dilated-conv inputs) vs naive recomputation of the receptive field
+  for every sample (target >= 20x; the naive path is timed on fewer samples);
+- world, melgan, parallel_wavegan, waveglow: RTF alone.
+Neural vocoders run with the release's default config and random weights: these numbers are
+about speed only (audio quality needs trained weights).
+
+    python benchmarks/bench_vocoders.py [--device cpu] [--batch 16] [--threads 1] [--only NAME,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SR = 16000
+CLIP = 20480  # samples: 32 frames at 25 fps
+
+
+def speech_clips(n: int) -> np.ndarray:
+    import soundfile as sf
+
+    env = os.environ.get("AVDD_SAMPLE_DATA")
+    data = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    audio = np.concatenate([sf.read(p, dtype="float32")[0] for p in sorted((data / "speech").glob("*.wav"))])
+    starts = np.linspace(0, len(audio) - CLIP, n).astype(int)
+    return np.stack([audio[s : s + CLIP] for s in starts])
+
+
+def timed(fn, *args, sync=None, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    if sync:
+        sync()
+    return out, time.perf_counter() - t0
+
+
+def bench_griffinlim(clips, device, sync):
+    """The phase reconstruction itself on the same magnitudes (ours batched vs librosa per
+    clip), and our whole copy synthesis (mel, inverse filterbank, Griffin-Lim)."""
+    import librosa
+
+    from pipeline.vocoders import load_vocoder
+    from pipeline.vocoders.griffinlim import griffin_lim
+
+    voc = load_vocoder("griffinlim", device=device)
+    n_iter, m = voc.config.n_iter, voc.mel
+    audio_s = clips.size / SR
+    mags = m.magnitude(torch.from_numpy(clips).to(device))
+    griffin_lim(mags[:2], m.n_fft, m.hop_length, m.win, n_iter=2)  # warm-up
+    _, ours = timed(griffin_lim, mags, m.n_fft, m.hop_length, m.win, n_iter=n_iter, length=CLIP, sync=sync)
+    t0 = time.perf_counter()
+    for mag in mags.cpu().numpy():
+        librosa.griffinlim(mag, n_iter=n_iter, hop_length=m.hop_length, win_length=m.win, n_fft=m.n_fft,
+                           length=CLIP, random_state=0)
+    base = time.perf_counter() - t0
+    _, whole = timed(voc.copy_synthesize, clips, SR, sync=sync)
+    return [(f"griffinlim phase reconstruction (ours, batch {len(clips)})", ours / audio_s,
+             f"librosa.griffinlim clip by clip, n_iter={n_iter}", base / audio_s),
+            ("griffinlim copy synthesis (mel, inverse filterbank, phase)", whole / audio_s, "", None)]
+
+
+def bench_plain(name, clips, device, sync):
+    from pipeline.vocoders import get_vocoder_class
+
+    cls = get_vocoder_class(name)
+    voc = cls(device=device) if not cls.needs_checkpoint else cls(device=device)
+    voc.copy_synthesize(clips[:1], SR)
+    _, secs = timed(voc.copy_synthesize, clips, SR, sync=sync)
+    return [(f"{name}", secs / (clips.size / SR), "", None)]
+
+
+def bench_wavernn(clips, device, sync):
+    from pipeline.vocoders.wavernn import VOCODER as WaveRNN
+
+    voc = WaveRNN(device=device)
+    feats = voc.features(torch.as_tensor(_resample(clips, voc.sample_rate), device=device))
+    audio_s = clips.size / SR
+    _, folded = timed(voc.generate, feats, folded=True, sync=sync)
+    _, unfolded = timed(lambda: [voc.generate(f[None], folded=False) for f in feats], sync=sync)
+    return [("wavernn folded (batched)", folded / audio_s, "unfolded, sample by sample", unfolded / audio_s)]
+
+
+def bench_wavenet(clips, device, sync, naive_frames=2):
+    from pipeline.vocoders.wavenet import VOCODER as WaveNet
+
+    voc = WaveNet(device=device)
+    feats = voc.features(torch.as_tensor(_resample(clips[:1], voc.sample_rate), device=device))
+    short = feats[..., : naive_frames * 4]
+    out, inc = timed(voc.generate, short, incremental=True, sync=sync)
+    _, naive = timed(voc.generate, short, incremental=False, sync=sync)
+    seconds = out.shape[-1] / voc.sample_rate
+    return [(f"wavenet incremental ({out.shape[-1]} samples)", inc / seconds,
+             "naive receptive-field recomputation, same samples", naive / seconds)]
+
+
+def _resample(clips, sr):
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(clips), SR, sr).numpy() if sr != SR else clips
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default="", help="comma-separated vocoder names")
+    ap.add_argument("--out", type=Path, help="append the markdown table to this file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    clips = speech_clips(args.batch)
+    benches = {
+        "griffinlim": lambda: bench_griffinlim(clips, args.device, sync),
+        "world": lambda: bench_plain("world", clips, "cpu", None),
+        "melgan": lambda: bench_plain("melgan", clips, args.device, sync),
+        "parallel_wavegan": lambda: bench_plain("parallel_wavegan", clips, args.device, sync),
+        "waveglow": lambda: bench_plain("waveglow", clips, args.device, sync),
+        "wavernn": lambda: bench_wavernn(clips[: max(1, args.batch // 4)], args.device, sync),
+        "wavenet": lambda: bench_wavenet(clips, args.device, sync),
+    }
+    only = [x for x in args.only.split(",") if x] or list(benches)
+    rows = []
+    for name in only:
+        try:
+            rows += benches[name]()
+        except Exception as e:  # a vocoder that cannot run here is reported, not hidden
+            rows.append((name, None, f"not measured: {type(e).__name__}: {e}", None))
+        print(rows[-1], file=sys.stderr)
+    table = render(rows, args)
+    print(table)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(table + "\n")
+
+
+def render(rows, args) -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.machine()
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({cpu}), {args.threads} thread(s)"
+    head = (f"Device: {dev}; torch {torch.__version__}; batch {args.batch} clips of {CLIP / SR:.2f} s real speech.\n\n"
+            "| vocoder | RTF | baseline | baseline RTF | speed-up |\n|---|---|---|---|---|")
+    body = []
+    for name, rtf, base, base_rtf in rows:
+        f = lambda x: "-" if x is None else f"{x:.4g}"  # noqa: E731
+        speed = f"{base_rtf / rtf:.1f}x" if rtf and base_rtf else "-"
+        body.append(f"| {name} | {f(rtf)} | {base or '-'} | {f(base_rtf)} | {speed} |")
+    return "\n".join([head, *body])
+
+
+if __name__ == "__main__":
+    main()
