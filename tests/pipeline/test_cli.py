@@ -47,6 +47,7 @@ def test_run_inspect_and_refused_config_change(sample_data, tmp_path):
     r = run("run", corpus, "--store", store, *SMALL)
     assert r.exit_code == 0, r.output
     assert "samples 4 (ok 4, partial 0)" in r.output
+    assert "convert griffinlim: 1 shard(s) now" in r.output and "convert world: 1 shard(s) now" in r.output
     assert (tmp_path / "out" / "talking.manifest.jsonl").is_file()
 
     r = run("inspect", "--store", store, "--json", "--png", tmp_path / "sheet.png", "--rows", "3")
@@ -54,11 +55,13 @@ def test_run_inspect_and_refused_config_change(sample_data, tmp_path):
     info = json.loads(r.stdout)
     assert info["samples"] == 4 and info["with_video"] == 4 and info["with_audio"] == 4
     assert info["by_label"] == {"video=real,audio=real": 4}
+    assert {v: info["vocoders"][v]["converted"] for v in info["vocoders"]} == {"griffinlim": 4, "world": 4}
     sheet = Image.open(tmp_path / "sheet.png")
     assert sheet.size == (220 + 2 * 8 * 128, 3 * (128 + 28))
 
     r = run("run", corpus, "--store", store, *SMALL)
     assert r.exit_code == 0 and "0 shard(s) done now, 1 already done" in r.output
+    assert "convert world: 0 shard(s) now, 1 already done" in r.output
 
     r = run("extract", tmp_path / "out" / "talking.manifest.jsonl", "--store", store, "--workers", "0",
             "--frames-per-clip", "8", "--clips-per-video", "2", "--no-progress")
@@ -94,3 +97,22 @@ def test_extract_on_an_existing_dask_cluster(sample_data, tmp_path):
     summary = json.loads(r.output)
     assert summary["computed"] == 2 and summary["counts"]["samples"] > 0
     assert "extract" in ran_on
+
+
+def test_convert_command_and_its_errors(sample_data, tmp_path):
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", corpus / "a.wav")
+    store = tmp_path / "s.zarr"
+    assert run("run", corpus, "--store", store, "--vocoders", "", *SMALL).exit_code == 0
+    r = run("convert", "--store", store, "--vocoder", "griffinlim", "--option", "n_iter=4", "--workers", "0",
+            "--no-progress", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["info"]["config"]["griffinlim"]["n_iter"] == 4 and summary["counts"]["samples"] == 2
+    r = run("convert", "--store", store, "--vocoder", "melgan", "--workers", "0")
+    assert r.exit_code == 2 and "--checkpoint" in r.output
+    r = run("convert", "--store", store, "--vocoder", "all", "--checkpoint", "x.pt", "--workers", "0")
+    assert r.exit_code == 2 and "NAME=PATH" in r.output
+    r = run("convert", "--store", store, "--vocoder", "griffinlim", "--option", "n_iter=8", "--workers", "0")
+    assert r.exit_code == 2 and "--overwrite" in r.output
