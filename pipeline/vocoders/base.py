@@ -102,7 +102,13 @@ class NeuralVocoder(Vocoder):
         return cls.config_class(), cls.default_mel
 
     @classmethod
+    def translate_state_dict(cls, sd: dict) -> dict:
+        """Rename another release's state_dict keys into ours; default: unchanged."""
+        return sd
+
+    @classmethod
     def from_checkpoint(cls, path, device: str = "cpu", trust_pickle: bool = False) -> "NeuralVocoder":
+        """A checkpoint in any layout the vocoder supports (see checkpoint.py), or one avdd saved."""
         path = Path(path)
         ckpt = load_file(path, trust_pickle=trust_pickle, pickle_classes=cls.pickle_classes)
         if isinstance(ckpt, dict) and "avdd_config" in ckpt:  # saved by avdd (see save)
@@ -110,7 +116,8 @@ class NeuralVocoder(Vocoder):
         else:
             config, mel = cls.config_from_checkpoint(ckpt, path)
         voc = cls(config, mel, device=device)
-        load_into(voc.model, {k: v.to(voc.device) for k, v in state_dict_of(ckpt).items()}, str(path))
+        sd = cls.translate_state_dict(state_dict_of(ckpt))
+        load_into(voc.model, {k: v.to(voc.device) for k, v in sd.items()}, str(path))
         voc.checkpoint, voc.checkpoint_hash = str(path), file_hash(path)
         return voc
 

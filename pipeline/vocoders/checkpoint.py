@@ -170,6 +170,9 @@ def load_into(model: torch.nn.Module, sd: dict, source: str) -> None:
     """Load ``sd`` into ``model`` strictly, with an error listing what does not match."""
     sd = fold_weight_norm(strip_prefix(sd))
     own = model.state_dict()
+    for k in own:  # BatchNorm counters are absent from checkpoints of PyTorch < 0.4.1
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = torch.zeros_like(own[k])
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"

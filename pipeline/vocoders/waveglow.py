@@ -41,10 +41,7 @@ from torch import nn
 from .base import NeuralVocoder
 from .checkpoint import (
     CheckpointError,
-    file_hash,
     fold_weight_norm,
-    load_file,
-    load_into,
     state_dict_of,
     strip_prefix,
 )
@@ -315,33 +312,17 @@ class WaveGlowVocoder(NeuralVocoder):
 
     @classmethod
     def config_from_checkpoint(cls, ckpt, path: Path):
-        return config_from_state_dict(release_state_dict(_weights(ckpt))), cls.default_mel
+        return config_from_state_dict(release_state_dict(state_dict_of(ckpt))), cls.default_mel
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu", trust_pickle: bool = False) -> WaveGlowVocoder:
-        """Load any supported checkpoint (module docstring). Pickled modules need ``trust_pickle``
-        and are read by checkpoint.py's restricted unpickler (exact allow-list)."""
-        path = Path(path)
-        ckpt = load_file(path, trust_pickle=trust_pickle, pickle_classes=cls.pickle_classes)
-        if isinstance(ckpt, dict) and "avdd_config" in ckpt:
-            config, mel = cls.config_class(**ckpt["avdd_config"]), MelSpec(**ckpt["avdd_mel"])
-        else:
-            config, mel = cls.config_from_checkpoint(ckpt, path)
-        voc = cls(config, mel, device=device)
-        load_into(voc.model, {k: v.to(voc.device) for k, v in release_state_dict(_weights(ckpt)).items()}, str(path))
-        voc.checkpoint, voc.checkpoint_hash = str(path), file_hash(path)
-        return voc
+    def translate_state_dict(cls, sd: dict) -> dict:
+        return release_state_dict(sd)
 
     def save(self, path) -> None:
         """Plain checkpoint (weights_only-loadable), float32 weights."""
         sd = {k: v.float() for k, v in self.model.state_dict().items()}
         torch.save({"state_dict": sd, "avdd_config": dataclasses.asdict(self.config),
                     "avdd_mel": dataclasses.asdict(self.mel), "vocoder": self.name}, path)
-
-
-def _weights(ckpt) -> dict:
-    """The state_dict in a loaded checkpoint; a pickled module is read without running its code."""
-    return state_dict_of(ckpt)
 
 
 def resave_plain(src, dst) -> Path:
