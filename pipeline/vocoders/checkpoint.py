@@ -1,6 +1,7 @@
 """Loading vocoder checkpoints safely, whatever format the public releases saved them in.
 
-- :func:`load_file` loads with ``torch.load(weights_only=True)``. A file that needs a full
+- :func:`load_file` loads with ``torch.load(weights_only=True)`` (NumPy scalars, common in
+  training states, admitted). A file that needs a full
   unpickler (a pickled ``nn.Module``, like NVIDIA's original WaveGlow release) is refused with
   an error that says so, unless the caller opts in with ``trust_pickle``: then a restricted
   unpickler accepts only torch's tensor machinery, plain containers, torch.nn layers and the few
@@ -75,6 +76,22 @@ def _restricted_pickle_module(mapping: dict[str, object]):
                                                "load": staticmethod(lambda f, **kw: unpickler(f, **kw).load())})
 
 
+def _numpy_scalar_globals() -> list:
+    """NumPy's scalar constructor and dtypes: training loops often store a step counter as a
+    NumPy scalar, which plain ``weights_only=True`` refuses; these build numbers, never run code.
+    Pickles from NumPy 1.x name the constructor numpy.core.multiarray.scalar, 2.x numpy._core."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import scalar
+    names = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+             "float16", "float32", "float64")
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *(type(np.dtype(n)) for n in names)]
+
+
 def module_tensors(module: torch.nn.Module, prefix: str = "") -> dict:
     """Parameters and buffers of an unpickled module, read from its ``_modules``/``_parameters``/
     ``_buffers`` without calling any of its methods or hooks."""
@@ -95,7 +112,8 @@ def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, object
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trust_pickle:
             raise CheckpointError(
@@ -141,28 +159,35 @@ def strip_prefix(sd: dict, prefix: str = "module.") -> dict:
     return sd
 
 
+_WEIGHT_NORM = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+def _weight_norm_part(key: str) -> tuple[str, str] | None:
+    """("prefix.", "g" or "v") for a weight-norm tensor's key, else None."""
+    for g_name, v_name in _WEIGHT_NORM:
+        for name, part in ((g_name, "g"), (v_name, "v")):
+            if key == name or key.endswith("." + name):
+                return key[: len(key) - len(name)], part
+    return None
+
+
 def fold_weight_norm(sd: dict) -> dict:
     """Replace weight-norm pairs with the plain weight ``g * v / ||v||`` (norm over every
-    dimension but the first, as ``torch.nn.utils.weight_norm(dim=0)``)."""
+    dimension but the first, as ``torch.nn.utils.weight_norm(dim=0)``; any rank)."""
     out = {}
-    pairs = {}
+    pairs: dict[str, dict] = {}
     for k, v in sd.items():
-        for g_key, v_key in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0",
-                                                            ".parametrizations.weight.original1")):
-            if k.endswith(g_key):
-                pairs.setdefault(k[: -len(g_key)], {})["g"] = v
-                break
-            if k.endswith(v_key):
-                pairs.setdefault(k[: -len(v_key)], {})["v"] = v
-                break
-        else:
+        part = _weight_norm_part(k)
+        if part is None:
             out[k] = v
+        else:
+            pairs.setdefault(part[0], {})[part[1]] = v
     for base, gv in pairs.items():
         if set(gv) != {"g", "v"}:
-            raise CheckpointError(f"Incomplete weight-norm pair for {base!r} in the checkpoint")
+            raise CheckpointError(f"Incomplete weight-norm pair for {base.rstrip('.') or 'the model'!r} in the checkpoint")
         g, v = gv["g"], gv["v"]
-        norm = v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
-        out[f"{base}.weight"] = g * v / norm
+        norm = torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True)
+        out[f"{base}weight"] = g * v / norm
     return out
 
 
