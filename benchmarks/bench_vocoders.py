@@ -98,17 +98,27 @@ def bench_wavernn(clips, device, sync):
     return [("wavernn folded (batched)", folded / audio_s, "unfolded, sample by sample", unfolded / audio_s)]
 
 
-def bench_wavenet(clips, device, sync, naive_frames=2):
+def bench_wavenet(clips, device, sync, frames=2, naive_steps=8):
+    """Per-sample cost at steady state: incremental generation of ``frames`` mel frames, against
+    the naive step, which runs the whole stack over a full receptive field to produce one sample
+    (timed over ``naive_steps`` steps: its cost per sample is constant once the field is full)."""
     from pipeline.vocoders.wavenet import VOCODER as WaveNet
 
     voc = WaveNet(device=device)
-    feats = voc.features(torch.as_tensor(_resample(clips[:1], voc.sample_rate), device=device))
-    short = feats[..., : naive_frames * 4]
-    out, inc = timed(voc.generate, short, incremental=True, sync=sync)
-    _, naive = timed(voc.generate, short, incremental=False, sync=sync)
-    seconds = out.shape[-1] / voc.sample_rate
-    return [(f"wavenet incremental ({out.shape[-1]} samples)", inc / seconds,
-             "naive receptive-field recomputation, same samples", naive / seconds)]
+    net, cfg = voc.model, voc.config
+    feats = voc.features(torch.as_tensor(_resample(clips[:1], voc.sample_rate), device=device))[..., :frames]
+    out, inc = timed(voc.generate, feats, incremental=True, seed=0, sync=sync)
+    inc_per_sample = inc / out.shape[-1]
+    rf = cfg.receptive_field()
+    with torch.inference_mode():
+        c = net.upsample(feats.repeat(1, 1, -(-rf // (feats.shape[-1] * voc.mel.hop_length)) + 1))[..., :rf]
+        x = torch.zeros(1, 1 if cfg.scalar_input else cfg.out_channels, rf, device=device)
+        net.stack(x, c)  # warm-up
+        _, naive = timed(lambda: [net.stack(x, c)[:, :, -1] for _ in range(naive_steps)], sync=sync)
+    naive_per_sample = naive / naive_steps
+    sr = voc.sample_rate
+    return [(f"wavenet incremental (per sample, {out.shape[-1]} samples)", inc_per_sample * sr,
+             f"naive: whole stack over the {rf}-sample receptive field per sample", naive_per_sample * sr)]
 
 
 def _resample(clips, sr):

@@ -3,7 +3,6 @@ mel conventions against librosa on real speech, copy synthesis mechanics."""
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from pipeline.vocoders import load_vocoder
 from pipeline.vocoders.checkpoint import CheckpointError
 from pipeline.vocoders.mel import get_convention
 from pipeline.vocoders.melgan import MelGAN, MelGANConfig, MelGANGenerator
+from tests.pipeline.vocoders.util import weight_normed
 
 # Keys and shapes of the default generators, read off the releases' module code:
 # descript melgan-neurips mel2wav/modules.py Generator(80, 32, 3) (weight_norm on every conv;
@@ -69,31 +69,12 @@ audio:
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while this module runs: on a shared 2-core machine, two OpenMP
-    threads made these small convolutions ~40x slower (measured: 5.4 s vs 0.13 s a forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def release_generator(layout: str) -> torch.nn.Module:
     """The default generator with weight norm on every conv, as the releases build it, and
     g != ||v|| so that folding is exercised."""
     torch.manual_seed(0)
     config = MelGANConfig() if layout == "descript" else MelGANConfig.seungwonpark()
-    model = MelGANGenerator(config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                torch.nn.utils.weight_norm(m)
-                with torch.no_grad():
-                    m.weight_g.mul_(torch.empty_like(m.weight_g).uniform_(0.7, 1.3))
-                    m.weight_v.mul_(torch.empty_like(m.weight_v).uniform_(0.5, 2.0))
-    return model.eval()
+    return weight_normed(MelGANGenerator(config))
 
 
 def check_keys(sd: dict, expected: dict) -> None:

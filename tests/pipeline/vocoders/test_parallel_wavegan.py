@@ -5,7 +5,6 @@ synthesis mechanics."""
 from __future__ import annotations
 
 import pickle
-import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +16,7 @@ import yaml
 from pipeline.vocoders import load_vocoder
 from pipeline.vocoders.checkpoint import CheckpointError
 from pipeline.vocoders.mel import get_convention
+from tests.pipeline.vocoders.util import weight_normed
 from pipeline.vocoders.parallel_wavegan import (
     ParallelWaveGAN,
     ParallelWaveGANConfig,
@@ -70,32 +70,14 @@ TINY_PARAMS = {"layers": 4, "stacks": 2, "residual_channels": 8, "gate_channels"
                "upsample_params": {"upsample_scales": [4, 4, 4, 4]}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread while this module runs: on a shared 2-core machine, two OpenMP
-    threads made these small convolutions ~40x slower (measured: 5.4 s vs 0.13 s a forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def weight_normed(model: torch.nn.Module) -> torch.nn.Module:
+def release_weight_normed(model: torch.nn.Module) -> torch.nn.Module:
     """Weight norm on every Conv1d/Conv2d (the release's apply_weight_norm), g != ||v||."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
-                torch.nn.utils.weight_norm(m)
-                with torch.no_grad():
-                    m.weight_g.mul_(torch.empty_like(m.weight_g).uniform_(0.7, 1.3))
-                    m.weight_v.mul_(torch.empty_like(m.weight_v).uniform_(0.5, 2.0))
-    return model.eval()
+    return weight_normed(model, (torch.nn.Conv1d, torch.nn.Conv2d))
 
 
 def release_checkpoint(generator: torch.nn.Module, steps=400000) -> dict:
     """bin/train.py save_checkpoint layout, with real optimizer/scheduler states."""
-    disc = weight_normed(torch.nn.Sequential(torch.nn.Conv1d(1, 64, 3, padding=1), torch.nn.Conv1d(64, 1, 3)))
+    disc = release_weight_normed(torch.nn.Sequential(torch.nn.Conv1d(1, 64, 3, padding=1), torch.nn.Conv1d(64, 1, 3)))
     opt = {"generator": torch.optim.RAdam(generator.parameters(), lr=1e-4, eps=1e-6),
            "discriminator": torch.optim.RAdam(disc.parameters(), lr=5e-5, eps=1e-6)}
     for p in list(generator.parameters()) + list(disc.parameters()):
@@ -170,7 +152,7 @@ def test_generate_is_release_inference():
 @pytest.mark.parametrize("zipfile", [True, False])
 def test_load_release_checkpoint(tmp_path, zipfile):
     torch.manual_seed(0)
-    ref = weight_normed(ParallelWaveGANGenerator(ParallelWaveGANConfig()))
+    ref = release_weight_normed(ParallelWaveGANGenerator(ParallelWaveGANConfig()))
     ckpt = release_checkpoint(ref)
     sd = ckpt["model"]["generator"]
     for key, shape in RELEASE_KEYS.items():
@@ -195,7 +177,7 @@ def test_load_reads_config_yml_and_stats_npy(tmp_path):
     """Another generator_params and feature settings in config.yml, stats.npy, `module.` prefix."""
     torch.manual_seed(0)
     cfg = {**V1_CONFIG, "fmin": 0, "fmax": None, "win_length": 800, "generator_params": TINY_PARAMS}
-    ref = weight_normed(ParallelWaveGANGenerator(ParallelWaveGANConfig.from_generator_params(TINY_PARAMS)))
+    ref = release_weight_normed(ParallelWaveGANGenerator(ParallelWaveGANConfig.from_generator_params(TINY_PARAMS)))
     ckpt = release_checkpoint(ref)
     ckpt["model"]["generator"] = {f"module.{k}": v for k, v in ckpt["model"]["generator"].items()}
     path = tmp_path / "checkpoint-5000steps.pkl"

@@ -31,7 +31,6 @@ from pipeline.vocoders.waveglow import (
     waveglow_loss,
 )
 
-torch.set_num_threads(1)
 TINY = WaveGlowConfig.tiny()
 NORMED = (".start.", ".cond_layer.", ".in_layers.", ".res_skip_layers.")  # weight-normed in glow.py
 

@@ -39,15 +39,6 @@ V02_KEYS = {"upsample_net.conv_in.weight": (80, 80, 5), "upsample_net.upsample.u
             "last_conv_layers.3.weight_v": (2, 8, 1)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Autoregressive steps are thousands of tiny ops: intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomize(module, std=0.3, seed=0):
     g = torch.Generator().manual_seed(seed)
     for p in module.parameters():

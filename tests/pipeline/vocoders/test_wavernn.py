@@ -59,15 +59,6 @@ TORCHAUDIO_BUNDLE = {"upsample_scales": [5, 5, 11], "n_classes": 256, "hop_lengt
                      "n_rnn": 512, "n_fc": 512, "kernel_size": 5, "n_freq": 80, "n_hidden": 128, "n_output": 128}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The recurrence is thousands of small ops: on the shared 2-core machine extra threads only wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def randomize_bn(model):
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
