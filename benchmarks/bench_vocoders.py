@@ -87,15 +87,19 @@ def bench_plain(name, clips, device, sync):
     return [(f"{name}", secs / (clips.size / SR), "", None)]
 
 
-def bench_wavernn(clips, device, sync):
+def bench_wavernn(clips, device, sync, unfolded_clips=2):
+    """Folded: the whole batch of clips in one folded, batched generation (as the convert stage
+    runs it); unfolded: clip by clip, sample by sample, on ``unfolded_clips`` of them (RTF is per
+    second of audio, so the two are comparable)."""
     from pipeline.vocoders.wavernn import VOCODER as WaveRNN
 
     voc = WaveRNN(device=device)
     feats = voc.features(torch.as_tensor(_resample(clips, voc.sample_rate), device=device))
-    audio_s = clips.size / SR
+    per_clip_s = clips.shape[1] / SR
     _, folded = timed(voc.generate, feats, folded=True, sync=sync)
-    _, unfolded = timed(lambda: [voc.generate(f[None], folded=False) for f in feats], sync=sync)
-    return [("wavernn folded (batched)", folded / audio_s, "unfolded, sample by sample", unfolded / audio_s)]
+    _, unfolded = timed(lambda: [voc.generate(f[None], folded=False) for f in feats[:unfolded_clips]], sync=sync)
+    return [(f"wavernn folded (batch of {len(clips)} clips)", folded / (len(clips) * per_clip_s),
+             "unfolded, one clip at a time, sample by sample", unfolded / (unfolded_clips * per_clip_s))]
 
 
 def bench_wavenet(clips, device, sync, frames=2, naive_steps=8):
@@ -144,7 +148,7 @@ def main(argv=None):
         "melgan": lambda: bench_plain("melgan", clips, args.device, sync),
         "parallel_wavegan": lambda: bench_plain("parallel_wavegan", clips, args.device, sync),
         "waveglow": lambda: bench_plain("waveglow", clips, args.device, sync),
-        "wavernn": lambda: bench_wavernn(clips[: max(1, args.batch // 4)], args.device, sync),
+        "wavernn": lambda: bench_wavernn(clips, args.device, sync),
         "wavenet": lambda: bench_wavenet(clips, args.device, sync),
     }
     only = [x for x in args.only.split(",") if x] or list(benches)

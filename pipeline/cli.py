@@ -254,6 +254,29 @@ def convert_cmd(store, vocoder, checkpoint, options, as_json, **o):
     _run_convert(store, names, checkpoints, o, as_json)
 
 
+@main.command("resave-checkpoint")
+@click.argument("vocoder")
+@click.argument("src", type=click.Path(dir_okay=False, exists=True))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--trust-pickle", is_flag=True, help="SRC is a legacy pickled module you trust.")
+def resave_cmd(vocoder, src, dst, trust_pickle):
+    """Re-save a VOCODER checkpoint SRC (any supported layout, e.g. NVIDIA's pickled WaveGlow)
+    as DST: a plain weights file that loads with weights_only=True, with its config."""
+    from .vocoders import get_vocoder_class
+    from .vocoders.checkpoint import CheckpointError, file_hash
+
+    try:
+        cls = get_vocoder_class(vocoder)
+        if not cls.needs_checkpoint:
+            _fail(f"{vocoder} has no checkpoint")
+        voc = cls.from_checkpoint(src, trust_pickle=trust_pickle)
+    except (CheckpointError, ValueError) as e:
+        _fail(str(e))
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    voc.save(dst)
+    click.echo(f"{vocoder}: {src} ({voc.checkpoint_hash}) -> {dst} ({file_hash(dst)}), loads with weights_only=True")
+
+
 # ---- inspect -------------------------------------------------------------------------------
 
 

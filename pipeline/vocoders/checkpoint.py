@@ -120,7 +120,8 @@ def load_file(path, trust_pickle: bool = False, pickle_classes: dict[str, object
                 f"{path} is not a plain weights file: loading it needs a full unpickler, which can run "
                 f"code stored in the file ({str(e).splitlines()[0][:200]}). If you trust its source, pass "
                 "--trust-pickle: it is then read with a restricted unpickler that accepts only torch layers "
-                "and the vocoder's own classes; re-save it as a plain state_dict to avoid this next time."
+                "and the vocoder's own classes. `avdd-data resave-checkpoint NAME SRC DST --trust-pickle` then writes "
+                "a plain weights file that needs no trust."
             ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from None

@@ -327,3 +327,20 @@ def test_no_checkpoint_and_copy_synthesis(sample_data):
     clips = np.stack([y[: sr], y[sr: 2 * sr]])
     out = vocoder_with(source_weights()).copy_synthesize(clips, sr)
     assert out.shape == clips.shape and out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_resave_checkpoint_command(release_pickles, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    paths, _ = release_pickles
+    src, dst = paths["zip"], tmp_path / "plain.pt"
+    r = CliRunner().invoke(main, ["resave-checkpoint", "waveglow", str(src), str(dst)])
+    assert r.exit_code == 2 and "--trust-pickle" in r.output and not dst.exists()
+    r = CliRunner().invoke(main, ["resave-checkpoint", "waveglow", str(src), str(dst), "--trust-pickle"])
+    assert r.exit_code == 0, r.output
+    torch.load(dst, weights_only=True)
+    a = WaveGlowVocoder.from_checkpoint(src, trust_pickle=True).generate(MEL)
+    b = WaveGlowVocoder.from_checkpoint(dst).generate(MEL)
+    assert torch.equal(a, b)
