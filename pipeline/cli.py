@@ -3,6 +3,7 @@ the library (``pipeline.recipes``, ``pipeline.extract``, ``pipeline.inspect``)."
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -277,6 +278,84 @@ def resave_cmd(vocoder, src, dst, trust_pickle):
     click.echo(f"{vocoder}: {src} ({voc.checkpoint_hash}) -> {dst} ({file_hash(dst)}), loads with weights_only=True")
 
 
+# ---- build-shards --------------------------------------------------------------------------
+
+
+def shard_options(fn, with_vocoders: bool = True):
+    opts = [
+        click.option("--pairs", default="own,vocoded", show_default=True,
+                     help="Pair types: own, vocoded, shifted, swapped (comma-separated)."),
+        *([click.option("--vocoders", help="Converted audio to use (default: every vocoder the store was "
+                                           "converted with).")] if with_vocoders else []),
+        click.option("--vocoder-mode", type=click.Choice(["each", "random"]), default="each", show_default=True,
+                     help="One sample per vocoder, or one random vocoder per clip."),
+        click.option("--holdout-category", help="Move every sample of this method or vocoder to the 'holdout' split."),
+        click.option("--balance", type=click.Choice(["none", "label", "category"]), default="none", show_default=True),
+        click.option("--splits", "split_ratios", default="train=0.8,val=0.1,test=0.1", show_default=True,
+                     help="Ratios for items without a dataset split."),
+        click.option("--no-keep-splits", is_flag=True, help="Ignore the splits datasets give; assign all by ratio."),
+        click.option("--unpaired", is_flag=True, help="Ablation: permute audio across the samples of each split."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--no-cache-mel", is_flag=True, help="Do not store log-mels (the model computes them)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _shards_config(o: dict):
+    from .pairs import PairConfig
+    from .shards import ShardsConfig
+    from .splits import parse_ratios
+
+    pairs = PairConfig(pairs=tuple(p.strip() for p in o["pairs"].split(",") if p.strip()),
+                       vocoders=tuple(v.strip() for v in o["vocoders"].split(",")) if o.get("vocoders") else None,
+                       vocoder_mode=o["vocoder_mode"], holdout_category=o["holdout_category"], balance=o["balance"],
+                       unpaired=o["unpaired"], seed=o["seed"])
+    return ShardsConfig(pairs=pairs, split_ratios=parse_ratios(o["split_ratios"]),
+                        keep_given_splits=not o["no_keep_splits"], split_seed=o["seed"],
+                        cache_mel=not o["no_cache_mel"])
+
+
+def _run_build(store, out, o: dict, as_json: bool) -> None:
+    from .shards import build_shards, format_summary
+    from .store import StoreMismatch
+
+    try:
+        result = build_shards(store, out, _shards_config(o), scheduler=o["scheduler"], workers=o["workers"],
+                              threads=o["threads"], overwrite=o["overwrite"], progress=not o["no_progress"])
+    except (StoreMismatch, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"build-shards: {result['samples']} samples ({result['clips']} video clips, {result['audio']} "
+                   f"audio tracks) -> {out}; {result['computed']} block(s) now, {result['skipped']} already done")
+        click.echo(format_summary(result["summary"]))
+        for c in result["plan"]["split_report"]["conflicts"][:10]:
+            click.secho(f"  split conflict: {c['component']} given {c['given']}, kept in {c['chosen']}", fg="yellow")
+    if result["errors"]:
+        for b, err in sorted(result["errors"].items()):
+            click.secho(f"  block {b} not written: {err.strip().splitlines()[-1]}", fg="red", err=True)
+        sys.exit(1)
+
+
+@main.command("build-shards")
+@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Shards to write (SHARDS.zarr).")
+@shard_options
+@click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask).")
+@click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT.")
+@click.option("--threads", type=int, help="Threads per task.")
+@click.option("--overwrite", is_flag=True, help="Rebuild shards made from another store state or config.")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def build_shards_cmd(store, out, as_json, **o):
+    """Training-ready samples from an extracted (and converted) STORE: pairs, labels, leak-free
+    splits, into SHARDS for the detector's reader (detector/data.py)."""
+    _run_build(store, out, o, as_json)
+
+
 # ---- inspect -------------------------------------------------------------------------------
 
 
@@ -311,13 +390,16 @@ def inspect_cmd(store, as_json, png, rows):
 @click.option("--vocoders", default="griffinlim,world", show_default=True,
               help="Vocoders to convert the real audio with after extraction (comma-separated; '' for none).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Clips converted together.")
+@click.option("--shards", type=click.Path(file_okay=False), help="Training shards (default: STORE.shards.zarr beside the store).")
+@functools.partial(shard_options, with_vocoders=False)
 @extract_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
-def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, as_json, **o):
+def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, shards, as_json, **o):
     """The main job: index CORPUS_DIR (folder recipe), extract into STORE, convert the real
-    audio with --vocoders.
+    audio with --vocoders, build training shards.
 
-    The manifest is written beside the store as STORE.manifest.jsonl.
+    The manifest is written beside the store as STORE.manifest.jsonl, the shards as
+    STORE.shards.zarr (or --shards).
     """
     from .manifest import write_manifest
     from .recipes import prepare
@@ -334,3 +416,6 @@ def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, as_j
     _run_extract(manifest, store, None, o, as_json)
     names = [v.strip() for v in vocoders.split(",") if v.strip()]
     _run_convert(store, names, {}, {**o, "batch_size": batch_size, "trust_pickle": False, "options": {}}, as_json)
+    store_path = Path(store)
+    shards = shards or store_path.with_name(store_path.name.removesuffix(".zarr") + ".shards.zarr")
+    _run_build(store, shards, o, as_json)

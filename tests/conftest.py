@@ -62,3 +62,25 @@ def late_audio_video(tmp_path_factory) -> Path:
            "aevalsrc='if(between(t\\,1\\,1.2)\\,sin(2*PI*1000*t)\\,0)':s=44100:d=4",
            "-c:v", "libx264", "-c:a", "aac", "-shortest", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def six_videos_store(sample_data, tmp_path_factory):
+    """The six sample videos (DFDC x2, FF++ x2, talking heads x2) through their recipes, merged
+    and extracted with 2 clips each (32 frames, default face pipeline). Read-only: copy it before
+    changing it. Returns (store, extract summary, sample data folder)."""
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.manifest import merge_manifests, write_manifest
+    from pipeline.recipes import prepare
+
+    tmp = tmp_path_factory.mktemp("six")
+    parts = []
+    for recipe, sub, opts in [("dfdc", "dfdc", {}), ("ffpp", "ffpp", {}), ("folder", "talking", {"default_label": "real"})]:
+        out = tmp / f"{recipe}.jsonl"
+        write_manifest(prepare(recipe, sample_data / sub, **opts), out, recipe, sample_data / sub)
+        parts.append(out)
+    manifest = tmp / "all.jsonl"
+    merge_manifests(parts, manifest)
+    store = tmp / "six.zarr"
+    summary = extract(manifest, store, config=ExtractConfig(clips_per_video=2), workers=0, progress=False)
+    return store, summary, sample_data

@@ -4,30 +4,14 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.extract import ExtractConfig, extract
 from pipeline.store import item_row
 from pipeline.faces import FaceConfig, detect
 from pipeline.inspect import contact_sheet, inspect_store
-from pipeline.manifest import merge_manifests, write_manifest
 from pipeline.media import read_audio
-from pipeline.recipes import prepare
-
-CFG = ExtractConfig(clips_per_video=2)  # default clip length (32 frames) and face pipeline
-
 
 @pytest.fixture(scope="module")
-def six(sample_data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("six")
-    parts = []
-    for recipe, sub, opts in [("dfdc", "dfdc", {}), ("ffpp", "ffpp", {}), ("folder", "talking", {"default_label": "real"})]:
-        out = tmp / f"{recipe}.jsonl"
-        write_manifest(prepare(recipe, sample_data / sub, **opts), out, recipe, sample_data / sub)
-        parts.append(out)
-    manifest = tmp / "all.jsonl"
-    merge_manifests(parts, manifest)
-    store = tmp / "six.zarr"
-    summary = extract(manifest, store, config=CFG, workers=0, progress=False)
-    return store, summary, sample_data
+def six(six_videos_store):
+    return six_videos_store
 
 
 def test_every_clip_of_every_video_has_a_face(six):
