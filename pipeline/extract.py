@@ -283,7 +283,8 @@ def _fail_item(buf, failures, j, C, lo, item, row, reason, detail) -> None:
 # ---- the store and the driver --------------------------------------------------------------
 
 
-def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite: bool = False) -> dict:
+def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite: bool = False,
+                  root: str | None = None) -> dict:
     """Create the store's arrays with their final shapes (or check an existing store was made
     with the same config and manifest). Returns the plan stored in the store's attributes."""
     plan = {
@@ -294,6 +295,7 @@ def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite:
         "clips_per_item": cfg.clips_per_video,
         "n_samples": len(rows) * cfg.clips_per_video,
         "shard_size": cfg.items_per_shard * cfg.clips_per_video,
+        "root": str(root) if root else None,  # the corpus the rows' paths are relative to (not hashed)
     }
     plan["n_shards"] = -(-plan["n_samples"] // plan["shard_size"])
     plan["stage_hash"] = st.config_hash([plan["config_hash"], plan["manifest_hash"], st.FORMAT_VERSION])
@@ -392,7 +394,7 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     cfg = config or ExtractConfig()
     rows = read_manifest(manifest)
     root = manifest_root(manifest, root)
-    plan = prepare_store(store, rows, cfg, overwrite=overwrite)
+    plan = prepare_store(store, rows, cfg, overwrite=overwrite, root=root)
     all_shards = range(plan["n_shards"])
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
     where = Placement(client, scheduler, workers, threads)
