@@ -44,6 +44,7 @@ class ShardDataset(Dataset):
             log-mel; an error if the shards were built without it).
         require: modalities a sample must have to be included (e.g. ``("audio",)`` for an audio
             model on shards that also hold video-only samples). Default: none.
+        pairs: pair types to include (e.g. ``("own", "vocoded")``); None: all.
 
     A sample is a dict: ``video`` uint8 (F, 3, S, S), ``mouth`` uint8 (F, 3, M, M), ``audio``
     float32 (L,), ``mel`` float32 (n_mels, T) for the modalities asked for (zeros when the sample
@@ -53,7 +54,8 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, path, split: str | list[str] | None = "train",
-                 modalities: tuple[str, ...] = ("video", "audio"), require: tuple[str, ...] = ()):
+                 modalities: tuple[str, ...] = ("video", "audio"), require: tuple[str, ...] = (),
+                 pairs: tuple[str, ...] | None = None):
         self.path = str(Path(path).resolve())
         self.info = shard_info(path)
         bad = sorted(set(modalities) - set(MODALITIES))
@@ -76,6 +78,11 @@ class ShardDataset(Dataset):
             keep &= s["clip"] >= 0
         if "audio" in require or "mel" in require:
             keep &= s["audio"] >= 0
+        if pairs is not None:
+            unknown_pairs = sorted(set(pairs) - set(self.info["pairs"]))
+            if unknown_pairs:
+                raise ValueError(f"Unknown pair type(s) {unknown_pairs}; the shards have {self.info['pairs']}")
+            keep &= np.isin(s["pair"], [self.info["pairs"].index(p) for p in pairs])
         self.index = np.flatnonzero(keep)
         self.table = {k: v[self.index] for k, v in s.items()}
         self._root, self._pid = None, None

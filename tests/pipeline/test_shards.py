@@ -1,6 +1,5 @@
 """build-shards on a store made from the real sample media, read back with the detector's reader."""
 
-import json
 import shutil
 
 import numpy as np

@@ -1,0 +1,1 @@
+"""Reusable blocks of the detector's networks: convolutions (``conv``) and attention (``attention``)."""
