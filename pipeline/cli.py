@@ -297,6 +297,7 @@ def shard_options(fn, with_vocoders: bool = True):
         click.option("--unpaired", is_flag=True, help="Ablation: permute audio across the samples of each split."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--no-cache-mel", is_flag=True, help="Do not store log-mels (the model computes them)."),
+        click.option("--keep-unlabelled", is_flag=True, help="Keep samples of unknown labels (-1), for inference."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -311,7 +312,7 @@ def _shards_config(o: dict):
     pairs = PairConfig(pairs=tuple(p.strip() for p in o["pairs"].split(",") if p.strip()),
                        vocoders=tuple(v.strip() for v in o["vocoders"].split(",")) if o.get("vocoders") else None,
                        vocoder_mode=o["vocoder_mode"], holdout_category=o["holdout_category"], balance=o["balance"],
-                       unpaired=o["unpaired"], seed=o["seed"])
+                       unpaired=o["unpaired"], seed=o["seed"], keep_unlabelled=o.get("keep_unlabelled", False))
     return ShardsConfig(pairs=pairs, split_ratios=parse_ratios(o["split_ratios"]),
                         keep_given_splits=not o["no_keep_splits"], split_seed=o["seed"],
                         cache_mel=not o["no_cache_mel"])
@@ -419,3 +420,7 @@ def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, shar
     store_path = Path(store)
     shards = shards or store_path.with_name(store_path.name.removesuffix(".zarr") + ".shards.zarr")
     _run_build(store, shards, o, as_json)
+
+
+if __name__ == "__main__":  # python -m pipeline.cli ... (how the detector's tools call the pipeline)
+    main()

@@ -97,6 +97,7 @@ class Clip:
     n_faces: int = 0
     audio: np.ndarray | None = None
     source_size: tuple[int, int] = (0, 0)
+    duration: float = float("nan")  # seconds of the whole item (video: container; audio: track)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -136,7 +137,9 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
         if row.media == "video":  # a video row whose file has no video stream: audio only
             for c in clips:
                 c.failures.append(("no_video", ""))
+    duration = info.duration if info.duration else (len(audio) / cfg.sample_rate if audio is not None else np.nan)
     for c in clips:
+        c.duration = duration
         if audio is not None:
             c.audio = _audio_span(audio, cfg.audio_start(c.start_frame), cfg.audio_samples)
             if c.audio is None:
@@ -202,6 +205,7 @@ def _buffers(n: int, cfg: ExtractConfig) -> dict[str, np.ndarray]:
         "meta/start_frame": np.full(n, -1, np.int32),
         "meta/n_faces": np.zeros(n, np.int8),
         "meta/source_size": np.zeros((n, 2), np.int32),
+        "meta/duration": np.full(n, np.nan, np.float32),
     }
 
 
@@ -241,7 +245,8 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
                           "detail": dt} for r, dt in clip.failures]
     root_group = st.open_root(store, mode="r+")
     for name, data in buf.items():
-        root_group[name][lo : lo + len(data)] = data
+        if name in root_group:  # stores made before an array was added lack it
+            root_group[name][lo : lo + len(data)] = data
     status = buf["meta/status"]
     counts = {
         "samples": int((status <= st.STATUS["partial"]).sum()),
@@ -261,6 +266,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
 def _put_clip(buf: dict, i: int, clip: Clip, row: ManifestRow) -> None:
     buf["meta/start_frame"][i] = clip.start_frame
     buf["meta/source_size"][i] = clip.source_size
+    buf["meta/duration"][i] = clip.duration
     if clip.face is not None:
         buf["video/face"][i], buf["video/mouth"][i] = clip.face, clip.mouth
         buf["video/box"][i], buf["video/landmarks"][i] = clip.box, clip.landmarks
@@ -378,6 +384,7 @@ class ExtractSummary:
     counts: dict
     failures_by_reason: dict
     seconds: float
+    failures: list = dataclasses.field(default_factory=list)  # every failure: id, clip, reason, detail
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -409,13 +416,16 @@ def summarize(store, plan: dict, skipped: int = 0, run=None) -> ExtractSummary:
     markers = [m for m in markers if m.get("config_hash") == plan["stage_hash"]]
     counts: dict[str, int] = {}
     reasons: dict[str, int] = {}
+    failures = []
     for m in markers:
         for k, v in m["counts"].items():
             counts[k] = counts.get(k, 0) + v
         for f in m["failures"]:
             reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+            failures.append({k: f[k] for k in ("id", "clip", "reason")} | {"detail": f["detail"].split("\n")[0]})
     return ExtractSummary(
         store=str(store), shards=plan["n_shards"], skipped=skipped,
         computed=len(run.done) if run else 0, errors=dict(run.errors) if run else {},
         counts=counts, failures_by_reason=reasons, seconds=round(run.seconds, 2) if run else 0.0,
+        failures=failures,
     )

@@ -36,6 +36,7 @@ class PairConfig:
     holdout_category: str | None = None  # a method or vocoder moved to the "holdout" split
     balance: str = "none"  # "none", "label" (sequence_fake 50/50 per split), "category" (equal per category)
     unpaired: bool = False  # ablation: audio permuted across the samples of each split (labels travel)
+    keep_unlabelled: bool = False  # inference: keep samples whose labels are unknown (labels -1, own pairs)
     seed: int = 0
 
     def __post_init__(self):
@@ -125,6 +126,10 @@ def plan_samples(view: StoreView, cfg: PairConfig) -> tuple[Samples, dict]:
     for s in np.flatnonzero(view.usable):
         hv = bool(view.has_video[s] and view.video_label[s] >= 0)
         ha = bool(view.has_audio[s] and view.audio_label[s] >= 0)
+        if cfg.keep_unlabelled and (view.video_label[s] < 0 and view.has_video[s]
+                                    or view.audio_label[s] < 0 and view.has_audio[s]):
+            _add_unlabelled(out, view, int(s), split_of(s))
+            continue
         if not (hv or ha):
             skipped["unlabelled"] += 1
             continue
@@ -165,6 +170,16 @@ def _add(out: Samples, clip, audio, vf, af, pair, vocoder, offset, method, split
     out.add(clip=clip, audio=audio, video_fake=vf, audio_fake=af, sequence_fake=seq, pair=pair, method=method,
             vocoder=vocoder, category=_category(vf, af, pair, method, vocoder), sync_offset=offset, split=split,
             item=item)
+
+
+def _add_unlabelled(out: Samples, view: StoreView, s: int, split: str) -> None:
+    """A sample to score, not to train on: what it has, labels -1 where unknown."""
+    vl = int(view.video_label[s]) if view.has_video[s] else 0
+    al = int(view.audio_label[s]) if view.has_audio[s] else 0
+    seq = -1 if -1 in (vl, al) else int(vl == 1 or al == 1)
+    out.add(clip=s if view.has_video[s] else -1, audio=("real", s, 0) if view.has_audio[s] else None,
+            video_fake=vl, audio_fake=al, sequence_fake=seq, pair="own", method=str(view.method[s]), vocoder="",
+            category="unlabelled", sync_offset=0, split=split, item=int(view.item[s]))
 
 
 def _partner(view: StoreView, s: int, pool: list[int], rng) -> int | None:

@@ -139,6 +139,11 @@ def _create(out, store, samples: Samples, clips, audios, clip_idx, audio_idx, cf
     strings = {"samples/method": samples.method, "samples/vocoder": samples.vocoder,
                "samples/category": samples.category, "audio/source": [a[0] for a in audios]}
     meta = {k: src[f"meta/{k}"][:] for k in ("id", "identity", "group", "clip")}
+    duration = src["meta/duration"][:] if "meta/duration" in src else np.full(len(meta["id"]), np.nan, np.float32)
+    source = [c if c >= 0 else a[1] for c, a in zip(samples.clip, samples.audio)]
+    arr = st.create_array(root, "samples/duration", (n,), np.float32, max(1, n), sample_chunk=max(1, n))
+    if n:
+        arr[:] = duration[source].astype(np.float32)
     for key in ("id", "identity", "group"):
         strings[f"samples/{key}"] = [str(meta[key][c]) if c >= 0 else str(meta[key][a[1]])
                                      for c, a in zip(samples.clip, samples.audio)]

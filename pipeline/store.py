@@ -13,6 +13,7 @@ sample axis 0 (one sample = one clip; item ``i``'s clips are samples ``i*C .. i*
     meta/start_frame          (N,) int32: clip start on the fps grid (start time = start_frame / fps)
     meta/n_faces              (N,) int8: face tracks seen in the clip
     meta/source_size          (N, 2) int32: decoded frame width, height
+    meta/duration             (N,) float32: seconds of the whole item (NaN when unknown)
     video/face                (N, F, S, S, 3) uint8 face crops
     video/mouth               (N, F, M, M, 3) uint8 mouth crops
     video/box                 (N, F, 4) float32 smoothed face box (x0, y0, x1, y1), source pixels

@@ -78,6 +78,19 @@ def test_summary_counts_failures_without_stopping(extracted):
     assert info["failures"]["items_by_reason"] == {"missing": 1, "wrong_kind": 1}
     assert info["failures"]["samples_by_reason"]["decode_error"] >= 1  # the clips past cut.mp4's end
     assert info["shards"] == {"done": 4, "total": 4}
+    # every failure is listed, whole items with clip None
+    whole = {(f["id"], f["reason"]) for f in summary.failures if f["clip"] is None}
+    assert whole == {("gone", "missing"), ("notes", "wrong_kind")}
+    assert any(f["id"] == "cut" and f["reason"] == "decode_error" for f in summary.failures)
+
+
+def test_item_duration_is_recorded_with_each_clip(extracted):
+    store, _, root = extracted
+    g = zarr.open_group(str(store), mode="r")
+    talk, speech = sample_index(store, "talk"), sample_index(store, "speech")
+    assert g["meta/duration"][talk[0]] == pytest.approx(8.0, abs=0.1)  # the container's duration
+    assert g["meta/duration"][speech[-1]] == pytest.approx(len(read_audio(root / "speech.wav")) / 16000, abs=0.01)
+    assert np.isnan(g["meta/duration"][sample_index(store, "gone")]).all()
 
 
 def test_arrays_have_final_shapes(extracted):

@@ -94,6 +94,21 @@ def test_unpaired_ablation_moves_audio_with_its_labels():
     assert moved and any(s.audio[i] != base.audio[i] for i in moved)
 
 
+def test_unlabelled_samples_are_kept_for_inference_only():
+    v = view()
+    v.video_label[:] = -1
+    v.audio_label[5] = -1  # real speech of unknown label
+    s, report = plan_samples(v, PairConfig(pairs=("own", "vocoded", "shifted")))
+    assert "unlabelled" not in s.category and report["skipped"]["unlabelled"] == 2  # items 2 and 5
+    s, _ = plan_samples(v, PairConfig(pairs=("own", "vocoded", "shifted"), keep_unlabelled=True))
+    rows = [r for r in zip(s.clip, s.audio, s.video_fake, s.audio_fake, s.sequence_fake, s.category, s.pair)
+            if r[5] == "unlabelled"]
+    assert (0, ("real", 0, 0), -1, 0, -1, "unlabelled", "own") in rows  # video unknown, audio real
+    assert (-1, ("real", 5, 0), 0, -1, -1, "unlabelled", "own") in rows  # audio only, unknown
+    assert len(rows) == 6  # one own sample per unlabelled clip; no pairs are made from them
+    assert ("own", -1, ("real", 6, 0)) in list(zip(s.pair, s.clip, s.audio))  # labelled spoof unchanged
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="pair type"):
         PairConfig(pairs=("own", "mirrored"))
