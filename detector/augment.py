@@ -203,7 +203,8 @@ def _streams(*entropy: int) -> list[np.random.Generator]:
 class Augment:
     """Dataset transform: a :class:`~detector.data.ShardDataset` sample dict -> sample dict.
 
-    ``video`` uint8 (F, 3, S, S) -> float32 (F, 3, crop, crop) in [0, 1]: while training a random
+    ``video`` uint8 (F, 3, S, S) -> float32 (F, 3, crop, crop) in [0, 1]: first scaled to
+    ``resize`` px when given (a small model's view of the whole face), then while training a random
     window (``cfg.random_crop``; the same for all frames), a horizontal flip with ``p_flip``, then
     Gaussian noise, JPEG and H.264 each with its probability and a parameter drawn from its range;
     in evaluation the centre window and nothing else. ``mouth`` (F, 3, M, M), when present, gets
@@ -220,11 +221,18 @@ class Augment:
     ones too) see it. Call it before iterating the epoch.
     """
 
-    def __init__(self, cfg: AugmentConfig, crop: int, train: bool, seed: int = 0):
+    def __init__(self, cfg: AugmentConfig, crop: int, train: bool, seed: int = 0, resize: int = 0):
         self.cfg, self.crop, self.train, self.seed = cfg, int(crop), bool(train), int(seed)
+        self.resize = int(resize)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._probs = {"gaussian_noise": cfg.p_gaussian_noise, "jpeg": cfg.p_jpeg,
                        "video_compression": cfg.p_video_compression}
+
+    @classmethod
+    def for_model(cls, cfg, train: bool) -> "Augment":
+        """The transform an experiment config (:class:`~detector.config.ExperimentConfig`) trains
+        (``train=True``) or evaluates its model with."""
+        return cls(cfg.augment, cfg.model.crop, train=train, seed=cfg.train.seed, resize=cfg.model.resize)
 
     @property
     def epoch(self) -> int:
@@ -234,6 +242,8 @@ class Augment:
         self._epoch.fill_(int(epoch))
 
     def __call__(self, sample: dict) -> dict:
+        if self.resize and "video" in sample and int(sample["video"].shape[-1]) != self.resize:
+            sample = self._resized(sample)
         out = dict(sample)
         plan_rng, video_rng, mouth_rng, audio_rng = _streams(_AUGMENT_TAG, self.seed, self.epoch, int(sample["index"]))
         plan = self._plan(plan_rng, sample)
@@ -282,6 +292,19 @@ class Augment:
         if s == self.crop:
             return (m - c) // 2, (m - c) // 2, c
         return round(plan["crop_y"] / (s - self.crop) * (m - c)), round(plan["crop_x"] / (s - self.crop) * (m - c)), c
+
+    def _resized(self, sample: dict) -> dict:
+        """Face crops scaled to ``resize`` px (area-averaged when shrinking), mouth crops by the same factor."""
+        out = dict(sample)
+        scale = self.resize / int(sample["video"].shape[-1])
+        for name in ("video", "mouth"):
+            if name in sample:
+                v = torch.as_tensor(sample[name])
+                side = max(1, round(int(v.shape[-1]) * scale))
+                r = torch.nn.functional.interpolate(v.float(), size=(side, side), mode="bilinear", antialias=True,
+                                                    align_corners=False)
+                out[name] = r.round_().clamp_(0, 255).to(torch.uint8)
+        return out
 
     @staticmethod
     def _video(video, plan: dict, window: tuple[int, int, int], rng: np.random.Generator) -> torch.Tensor:

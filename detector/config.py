@@ -70,6 +70,7 @@ class ModelConfig:
     audio: AudioStreamConfig = field(default_factory=AudioStreamConfig)
     sync: SyncStreamConfig = field(default_factory=SyncStreamConfig)
     crop: int = 112  # face crops are cropped (randomly when training) to this size
+    resize: int = 0  # > 0: face crops are first scaled to this size (then cropped); 0: as stored
     loss_weights: dict = field(default_factory=lambda: {"video": 1.0, "audio": 1.0, "sync": 1.0})
 
 
@@ -128,7 +129,7 @@ def tiny(name: str = "av") -> ExperimentConfig:
     video = VideoStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
     audio = AudioStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
     sync = SyncStreamConfig(levels=(3, 4), dim=32, heads=2, layers=1, steps=8, attention=name != "av-noatt")
-    model = ModelConfig(name=name, video=video, audio=audio, sync=sync, crop=64)
+    model = ModelConfig(name=name, video=video, audio=audio, sync=sync, crop=64, resize=72)  # 128 px: 112 of 128
     train = TrainConfig(epochs=20, batch_size=8, lr=2e-3, weight_decay=0.01, warmup_steps=10, num_workers=0,
                         early_stopping=0, log_every=5)
     return ExperimentConfig(model=model, train=train)

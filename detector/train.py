@@ -111,11 +111,11 @@ def datasets(shards, cfg: ExperimentConfig) -> tuple[ShardDataset, ShardDataset 
     mods = MODALITIES[cfg.model.name]
     pairs = tuple(cfg.train.pairs) or None
     train_ds = ShardDataset(shards, split=cfg.train.train_split, modalities=mods, require=mods, pairs=pairs)
-    train_ds.transform = Augment(cfg.augment, cfg.model.crop, train=True, seed=cfg.train.seed)
+    train_ds.transform = Augment.for_model(cfg, train=True)
     val_ds = None
     if cfg.train.val_split:
         val_ds = ShardDataset(shards, split=cfg.train.val_split, modalities=mods, require=mods, pairs=pairs)
-        val_ds.transform = Augment(cfg.augment, cfg.model.crop, train=False, seed=cfg.train.seed)
+        val_ds.transform = Augment.for_model(cfg, train=False)
         if len(val_ds) == 0:
             val_ds = None
     if len(train_ds) == 0:

@@ -26,6 +26,22 @@ def sample_data() -> Path:
     return p
 
 
+def torch_threads(n: int):
+    """An autouse fixture running each test of a module with ``n`` torch threads. Many small ops
+    on a shared 2-core machine: extra intra-op threads mostly wait on each other."""
+
+    @pytest.fixture(autouse=True)
+    def _threads():
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        yield
+        torch.set_num_threads(old)
+
+    return _threads
+
+
 def ffmpeg(*args: str) -> None:
     from pipeline.media import ffmpeg_exe
 

@@ -1,8 +1,9 @@
 """The audio stream: log-mel front-end, SpecAugment, and a 2D ResNet over the spectrogram.
 
 The front-end computes exactly the shards' cached log-mel (docs/shards-format.md), so a model may
-be fed either. The spectrogram (B, n_mels, T) is normalised per mel band (BatchNorm, i.e. a
-learned global mean/variance normalisation), masked by SpecAugment while training, and read by a
+be fed either. The spectrogram (B, n_mels, T) is normalised per mel band (by default each clip
+over time, ``mel_norm="instance"``; or a learned global BatchNorm), masked by SpecAugment while
+training, and read by a
 ResNet-18-style network: a 3 x 3 stem at full resolution (cheap with one input channel; keeps the
 finest spectral detail, where vocoder artefacts live), then 4 stages each halving frequency and
 time. At 100 mel frames/s the stages run at 50, 25, 12.5 and 6.25 frames/s: stages 2-4 have the

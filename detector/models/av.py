@@ -12,7 +12,9 @@ Choices the paper leaves open, and why they were made so:
   sync stream reads keep enough time steps (32 frames -> 32, 32, 16, 8). Trained from scratch:
   no Kinetics weights can be downloaded here. Inputs normalised with ImageNet mean/std.
 - **Audio stream**: log-mel as the shards' cache (80 bands, 25 ms window, 10 ms hop), so cached
-  and on-the-fly mels are interchangeable; per-band BatchNorm as input normalisation; mild
+  and on-the-fly mels are interchangeable; each clip's bands normalised over time by default
+  (cepstral mean/variance normalisation: a codec's or microphone's fixed colouring otherwise
+  passes for a cue and held-out recordings score off; measured in tests/detector), mild
   SpecAugment; a ResNet-18-style 2D network whose stem keeps full resolution and whose 4 stages
   each halve frequency and time, which puts audio stages 2-4 at the frame rates of video stages
   2-4 (25, 12.5, 6.25 frames/s for 25 fps video): the sync stream then barely resamples.

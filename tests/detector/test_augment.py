@@ -156,6 +156,24 @@ def test_eval_is_centre_crop_only(face_clip, speech):
         Augment(AugmentConfig(), crop=160, train=False)(sample(face_clip, 0))
 
 
+def test_resize_shows_a_small_model_the_whole_face(face_clip):
+    """tiny models read 64 px: the 128 px crops are scaled to 72 first, so the centre 64 px hold
+    what the centre 114 px of the stored crop hold (not a 64 px close-up of the nose)."""
+    mouth = face_clip[:, :, 16:112, 16:112].contiguous()  # 96 px
+    out = Augment(AugmentConfig(), crop=64, train=False, resize=72)({**sample(face_clip, 0), "mouth": mouth})
+    assert out["video"].shape == (16, 3, 64, 64) and out["mouth"].shape == (16, 3, 48, 48)  # 96 -> 54, window 48
+    ref = Image.fromarray(face_clip[3, :, 7:121, 7:121].permute(1, 2, 0).numpy()).resize((64, 64), Image.BILINEAR)
+    got = out["video"][3].permute(1, 2, 0).numpy() * 255
+    assert np.abs(got - np.asarray(ref, np.float32)).mean() < 4  # same content up to resampling
+    close_up = face_clip[3, :, 32:96, 32:96].permute(1, 2, 0).float().numpy()
+    assert np.abs(got - close_up).mean() > 15
+    # a model config carries it; the default (0) keeps the stored size
+    from detector import config as C
+
+    assert Augment.for_model(C.tiny("video"), train=False).resize == 72
+    assert Augment.for_model(C.base("video"), train=False).resize == 0
+
+
 def test_train_crop_and_flip(face_clip):
     for index in range(6):
         out = Augment(quiet(random_crop=True, p_flip=0.5), crop=96, train=True)(sample(face_clip, index))

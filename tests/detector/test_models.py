@@ -13,18 +13,14 @@ from detector.config import ModelConfig, base, tiny
 from detector.losses import compute_loss
 from detector.models.audio import MelFrontend, SpecAugment
 from detector.models.sync import align
+from tests.conftest import torch_threads
 
 FRAMES, CROP, SAMPLES = 16, 64, 10240  # tiny clips: 16 frames at 25 fps = 0.64 s of 16 kHz audio
 OUTPUTS = {"av": ("video", "audio", "sync"), "av-noatt": ("video", "audio", "sync"), "video": ("video",),
            "audio": ("audio",)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = torch_threads(1)
 
 
 def make_batch(b: int = 2, frames: int = FRAMES, crop: int = CROP, samples: int = SAMPLES, seed: int = 0) -> dict:

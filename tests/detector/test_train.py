@@ -16,23 +16,19 @@ from detector.cli import train_main
 from detector.data import ShardDataset
 from detector.metrics import accuracy, auc
 from detector.train import _Transformed, load_checkpoint, train
+from tests.conftest import torch_threads
 
 NO_AUGMENT = C.AugmentConfig(p_gaussian_noise=0, p_jpeg=0, p_video_compression=0, p_flip=0, random_crop=False,
                              p_audio_gain=0, p_audio_noise=0)
 
 
-@pytest.fixture(autouse=True)
-def threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
+two_threads = torch_threads(2)
 
 
 def scores(model, shards, split, cfg, head):
     mods = ("video", "audio") if cfg.model.name.startswith("av") else (cfg.model.name,)
     ds = ShardDataset(shards, split=split, modalities=mods, require=mods, pairs=tuple(cfg.train.pairs) or None)
-    ds.transform = Augment(cfg.augment, cfg.model.crop, train=False)
+    ds.transform = Augment.for_model(cfg, train=False)
     out = {"s": [], "y": []}
     with torch.inference_mode():
         for batch in DataLoader(_Transformed(ds), batch_size=16):
@@ -105,3 +101,22 @@ def test_cli_runs_writes_and_refuses(speech_shards, tmp_path):
     r = CliRunner().invoke(train_main, ["--shards", str(speech_shards), "--model", "video", "--out",
                                         str(tmp_path / "v"), "--preset", "tiny", "--max-steps", "1"])
     assert r.exit_code == 2 and "no 'train' samples with video" in r.output
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun_on_cpu(speech_shards, tmp_path):
+    """Two processes (gloo on CPU) train one model under torchrun; rank 0 writes the run, whose
+    checkpoint holds the unwrapped model at the step both ranks reached."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "detector.cli", "--shards", str(speech_shards), "--model", "audio", "--out", str(out),
+           "--preset", "tiny", "--max-steps", "3", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["position"]["step"] == 3 and not any(k.startswith("module.") for k in state["model"])
