@@ -46,3 +46,104 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
     click.echo(json.dumps(result, indent=2))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--shards", type=click.Path(file_okay=False, exists=True), help="Evaluate on these shards.")
+@click.option("--manifest", type=click.Path(dir_okay=False, exists=True),
+              help="Or on any manifest (e.g. In-the-Wild, ASVspoof2019 LA): extracted with avdd-data first.")
+@click.option("--root", type=click.Path(file_okay=False), help="Corpus root of --manifest (default: its meta).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
+@click.option("--split", "splits", default="test", show_default=True, help="Split(s) to evaluate, comma-separated.")
+@click.option("--mode", type=click.Choice(["sync", "two-stream", "both"]), default="both", show_default=True,
+              help="Inference mode(s) of an av model (single-modality models have their head only).")
+@click.option("--robustness", is_flag=True, help="Re-evaluate with noise, JPEG and video compression (p = 0.5).")
+@click.option("--holdout-category", help="Evaluate the shards' holdout split (this category) as unseen.")
+@click.option("--visualize", type=int, default=0, help="Write visualizations of N samples.")
+@click.option("--clips-per-item", type=int, default=4, show_default=True, help="With --manifest: clips per file.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robustness corruptions.")
+def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness, holdout_category, visualize,
+              clips_per_item, device, batch_size, seed):
+    """Evaluate a detector checkpoint: metrics overall, per modality, category and split, both
+    inference modes, robustness, unseen categories, a shortcut audit; metrics.json, report.md, PNGs."""
+    from pathlib import Path
+
+    from .evaluate import evaluate_shards
+    from .prepare import PipelineError, shards_from_manifest
+    from .report import write_report
+    from .train import load_checkpoint
+
+    if bool(shards) == bool(manifest):
+        _fail("give exactly one of --shards and --manifest")
+    try:
+        model, cfg = load_checkpoint(checkpoint, device)
+        if manifest:
+            shards, _ = shards_from_manifest(manifest, Path(out) / "_data", root, clips_per_item)
+        modes = None
+        if cfg.model.name in ("av", "av-noatt") and mode != "both":
+            modes = (mode.replace("-", "_"),)
+        result = evaluate_shards(model, cfg, shards, splits=tuple(splits.split(",")), modes=modes,
+                                 robustness=robustness, holdout=holdout_category, seed=seed, device=device,
+                                 batch_size=batch_size)
+    except (ValueError, FileNotFoundError, PipelineError) as e:
+        _fail(str(e))
+    result["source"] = {"checkpoint": str(checkpoint), "data": str(manifest or shards),
+                        "holdout_category": holdout_category}
+    visuals = []
+    if visualize:
+        from .augment import Augment
+        from .data import ShardDataset
+        from .train import MODALITIES
+        from .visualize import visualize as draw
+
+        mods = MODALITIES[cfg.model.name]
+        ds = ShardDataset(shards, split=splits.split(","), modalities=mods, require=mods)
+        ds.transform = Augment.for_model(cfg, train=False)
+        visuals = draw(model, ds, Path(out).resolve() / "visualizations", visualize, seed=seed)
+    files = write_report(result, Path(out).resolve(), title=f"Evaluation of {Path(checkpoint).name}", visuals=visuals)
+    files += visuals
+    click.echo("\n".join(str(f) for f in files))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--checkpoint", envvar="AVDD_CHECKPOINT", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Detector checkpoint (or $AVDD_CHECKPOINT).")
+@click.option("--mode", type=click.Choice(["sync", "two-stream", "video", "audio"]),
+              help="Score to decide on (default: sync for av models, the head for the others).")
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON (see detector/inference.py).")
+@click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per file (at most).")
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device):
+    """Score raw video or audio files (or folders of them): P(video fake), P(audio fake),
+    P(sequence fake) per file, from its clips."""
+    from .inference import detect
+    from .prepare import PipelineError
+
+    try:
+        result = detect(paths, checkpoint, mode=mode.replace("-", "_") if mode else None, device=device,
+                        clips_per_file=clips, threshold=threshold)
+    except (ValueError, FileNotFoundError, PipelineError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        f = lambda x: "   -  " if x is None else f"{x:6.3f}"  # noqa: E731
+        click.echo(f"model {result['model']}, mode {result['mode']}, threshold {result['threshold']}")
+        click.echo(f"{'verdict':<8} {'score':>6} {'video':>6} {'audio':>6} {'seq':>6}  file")
+        for r in result["files"]:
+            if r["error"]:
+                click.echo(f"{'error':<8} {'':>6} {'':>6} {'':>6} {'':>6}  {r['path']}: {r['error']}")
+                continue
+            click.echo(f"{r['verdict'] or '-':<8} {f(r['score'])} {f(r['p_video_fake'])} {f(r['p_audio_fake'])} "
+                       f"{f(r['p_sequence_fake'])}  {r['path']}" + (f"  ({'; '.join(r['notes'])})" if r["notes"] else ""))
+    if any(r["error"] for r in result["files"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # python -m detector.cli ..., e.g. under torchrun
+    train_main()

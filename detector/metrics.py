@@ -84,5 +84,9 @@ def average_precision(scores, labels) -> float:
 
 
 def summary(scores, labels) -> dict[str, float]:
+    """Accuracy (threshold 0.5), AUC, EER, AP, the count and ``fake_share``: the share of fakes,
+    which is also the accuracy of always answering "fake" (and 1 - it, of always "real")."""
+    y = np.ravel(labels)
     return {"acc": accuracy(scores, labels), "auc": auc(scores, labels), "eer": eer(scores, labels),
-            "ap": average_precision(scores, labels), "n": int(len(np.ravel(labels)))}
+            "ap": average_precision(scores, labels), "n": int(len(y)),
+            "fake_share": float(np.mean(y == 1)) if len(y) else float("nan")}

@@ -57,3 +57,29 @@ def av_shards(six_videos_store, tmp_path_factory):
     build_shards(store, out, ShardsConfig(pairs=PairConfig(pairs=("own", "vocoded", "shifted", "swapped"), seed=2)),
                  workers=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def audio_checkpoint(speech_shards, tmp_path_factory):
+    """A tiny audio model trained briefly on the speech shards."""
+    import torch
+
+    from detector import config as C
+    from detector.train import train
+
+    torch.set_num_threads(2)
+    cfg = C.tiny("audio")
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = 6, 16, 3e-3
+    return train(speech_shards, tmp_path_factory.mktemp("audio_run") / "run", cfg, progress=False)["best_checkpoint"]
+
+
+@pytest.fixture(scope="session")
+def av_checkpoint(av_shards, tmp_path_factory):
+    """A tiny av model after a few steps on the six videos' shards (mechanics, not accuracy)."""
+    from detector import config as C
+    from detector.train import train
+
+    cfg = C.tiny("av")
+    cfg.train.val_split = ""
+    return train(av_shards, tmp_path_factory.mktemp("av_run") / "run", cfg, progress=False,
+                 overrides={"max_steps": 4})["best_checkpoint"]

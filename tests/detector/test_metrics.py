@@ -29,3 +29,5 @@ def test_known_values():
     assert np.isnan(metrics.auc([0.1, 0.2], [1, 1])) and np.isnan(metrics.eer([0.1], [0]))
     with pytest.raises(ValueError, match="as many scores"):
         metrics.auc([0.1, 0.2], [1])
+    s = metrics.summary([0.9, 0.8, 0.7, 0.1], [1, 1, 1, 0])
+    assert s["fake_share"] == 0.75 == metrics.accuracy([1, 1, 1, 1], [1, 1, 1, 0]) and s["n"] == 4

@@ -1,0 +1,146 @@
+"""avdd-eval and avdd-detect on shards and files made from the real sample media."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from PIL import Image
+
+from detector.cli import detect_main, eval_main
+from detector.data import shard_info
+from detector.evaluate import audio_cues, evaluate_shards
+from detector.report import write_report
+from detector.train import load_checkpoint
+
+
+def png(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 400 and im.height >= 250
+        return im.size
+
+
+def test_full_report_on_av_shards(av_checkpoint, av_shards, tmp_path):
+    """Every section: both modes, modalities, categories, splits, files, robustness, shortcuts,
+    plots (unseen categories: see the audio test)."""
+    out = tmp_path / "report"
+    r = CliRunner().invoke(eval_main, ["--checkpoint", av_checkpoint, "--shards", str(av_shards), "--out", str(out),
+                                       "--split", "train,val", "--robustness", "--visualize", "2"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["modes"]) == {"sync", "two_stream"} and set(m["modalities"]) == {"video", "audio"}
+    assert {"real", "shifted", "swapped", "vocoder:griffinlim"} <= set(m["per_category"]["sync"])
+    assert set(m["robustness"]) == {"clean", "gaussian_noise", "jpeg", "video_compression", "all"}
+    assert all(0 <= v["sync"]["auc"] <= 1 for v in m["robustness"].values())
+    assert set(m["shortcuts"]) == {"duration", "leading_silence", "trailing_silence", "loudness", "bandwidth"}
+    assert set(m["shortcuts"]["loudness"]) == {"sequence_fake", "video_fake", "audio_fake"}
+    text = (out / "report.md").read_text()
+    for section in ("## Detection", "## Per modality", "## Per category", "## Per split", "## Per file",
+                    "## Robustness", "## Shortcut audit", "![roc](roc.png)", "## Visualizations",
+                    "](visualizations/patches_summary.png)", "](visualizations/mel_00_"):
+        assert section in text
+    for name in ("roc.png", "categories.png", "robustness.png", "visualizations/patches_summary.png"):
+        png(out / name)
+
+
+def test_unseen_category_and_the_audio_model(audio_checkpoint, speech_shards, tmp_path):
+    from pipeline.pairs import PairConfig
+    from pipeline.shards import ShardsConfig, build_shards
+
+    store = shard_info(speech_shards)["store"]
+    held = tmp_path / "held.zarr"
+    build_shards(store, held, ShardsConfig(pairs=PairConfig(holdout_category="world"),
+                                           split_ratios={"train": 0.6, "val": 0.2, "test": 0.2}),
+                 workers=0, progress=False)
+    model, cfg = load_checkpoint(audio_checkpoint)
+    result = evaluate_shards(model, cfg, held, splits=("test",), robustness=True, holdout="world")
+    assert list(result["modes"]) == ["audio"] and "skipped" in result["robustness"]
+    assert result["unseen"]["categories"] == ["vocoder:world"] and result["unseen"]["n_heldout"] > 0
+    assert 0 <= result["unseen"]["audio"]["auc"] <= 1
+    files = write_report(result, tmp_path / "rep")
+    assert "## Unseen category" in (tmp_path / "rep" / "report.md").read_text()
+    assert all(f.exists() for f in files)
+    with pytest.raises(ValueError, match="holds vocoder:world, not 'melgan'"):
+        evaluate_shards(model, cfg, held, holdout="melgan")
+    with pytest.raises(ValueError, match="do not apply"):
+        evaluate_shards(model, cfg, held, modes=("sync",))
+
+
+def test_audio_cues_on_real_speech(sample_data):
+    x, sr = sf.read(sample_data / "speech/psphinx_numbers.wav", dtype="float32")
+    c = audio_cues(x, sr)
+    padded = audio_cues(np.concatenate([np.zeros(8000, np.float32), x, np.zeros(16000, np.float32)]), sr)
+    assert padded["leading_silence"] == pytest.approx(c["leading_silence"] + 0.5, abs=0.03)
+    assert padded["trailing_silence"] == pytest.approx(c["trailing_silence"] + 1.0, abs=0.03)
+    assert audio_cues(x * 0.1, sr)["loudness"] == pytest.approx(c["loudness"] - 20, abs=0.01)
+    import torch
+    import torchaudio.functional as AF
+
+    narrow = AF.lowpass_biquad(torch.from_numpy(x), sr, 2000.0).numpy()
+    assert audio_cues(narrow, sr)["bandwidth"] < c["bandwidth"]
+
+
+@pytest.fixture(scope="module")
+def in_the_wild(sample_data, tmp_path_factory):
+    """An In-the-Wild-layout set made of real speech: the utterances as bona-fide, their
+    Griffin-Lim re-syntheses, cut to their first 1.5 s, as spoofs (shorter: a duration shortcut)."""
+    from pipeline.vocoders import load_vocoder
+
+    root = tmp_path_factory.mktemp("itw") / "release_in_the_wild"
+    root.mkdir()
+    gl = load_vocoder("griffinlim", n_iter=16)
+    rows = ["file,speaker,label"]
+    for k, p in enumerate(sorted((sample_data / "speech").glob("*.wav"))):
+        x, sr = sf.read(p, dtype="float32")
+        if len(x) < 2 * sr:
+            continue
+        shutil.copy(p, root / f"{2 * k}.wav")
+        sf.write(root / f"{2 * k + 1}.wav", gl.copy_synthesize(x[None], sr)[0][: int(1.5 * sr)], sr)
+        rows += [f"{2 * k}.wav,speaker{k},bona-fide", f"{2 * k + 1}.wav,speaker{k},spoof"]
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_cross_dataset_on_an_in_the_wild_manifest(audio_checkpoint, in_the_wild, tmp_path):
+    from pipeline.manifest import write_manifest
+    from pipeline.recipes import prepare
+
+    manifest = tmp_path / "itw.jsonl"
+    n_files = len((in_the_wild / "meta.csv").read_text().splitlines()) - 1
+    write_manifest(prepare("in_the_wild", in_the_wild.parent), manifest, "in_the_wild", in_the_wild.parent)
+    out = tmp_path / "report"
+    r = CliRunner().invoke(eval_main, ["--checkpoint", audio_checkpoint, "--manifest", str(manifest),
+                                       "--out", str(out), "--clips-per-item", "2"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["modes"]["audio"]["n"] > 0 and m["file_level"]["audio"]["n"] == n_files
+    # the spoofs are shorter: the audit finds it and the report warns
+    assert m["shortcuts"]["duration"]["audio_fake"] == pytest.approx(1.0)
+    assert "warning: **duration**" in (out / "report.md").read_text()
+
+
+def test_detect_every_sample_video_and_a_wav(av_checkpoint, sample_data, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("this is no video\n")
+    r = CliRunner().invoke(detect_main, [str(sample_data / "dfdc"), str(sample_data / "ffpp"), str(sample_data / "talking"),
+                                         str(sample_data / "speech/psphinx_numbers.wav"), str(broken), "--checkpoint",
+                                         av_checkpoint, "--json", "--clips", "2"])
+    assert r.exit_code == 1  # one file could not be read; the others are scored
+    out = json.loads(r.output)
+    rows = {f["path"].split("/")[-1]: f for f in out["files"]}
+    assert len(rows) == 8 and out["mode"] == "sync" and out["model"] == "av"
+    for name in ("lynaeydofd.mp4", "brtujopkby.mp4", "hdtf_WDA_AlexandriaOcasioCortez_000.mp4", "liveportrait_d10.mp4"):
+        f = rows[name]
+        assert f["error"] is None and f["clips"] == 2 and f["clips_with_face"] == 2 and f["clips_with_audio"] == 2
+        assert all(0 <= f[k] <= 1 for k in ("p_video_fake", "p_audio_fake", "p_sequence_fake", "score"))
+        assert f["verdict"] in ("real", "fake")
+    for name in ("004.mp4", "004_982.mp4"):  # FF++: no audio track
+        f = rows[name]
+        assert f["p_audio_fake"] is None and f["p_sequence_fake"] is None and f["score"] == f["p_video_fake"]
+        assert "no audio track: scored on the video only" in f["notes"]
+    wav = rows["psphinx_numbers.wav"]
+    assert wav["p_video_fake"] is None and wav["score"] == wav["p_audio_fake"] and wav["clips_with_face"] == 0
+    assert "no face found: scored on the audio only" in wav["notes"]
+    assert rows["broken.mp4"]["error"].startswith("wrong kind") and rows["broken.mp4"]["score"] is None
