@@ -344,7 +344,14 @@ def plot_mel_pair(items: list[tuple[dict, dict]], path: Path, hop_s: float) -> P
     """Log-mels of a real clip and its fake counterpart, each with its curve over time."""
     fig = Figure(figsize=(10, 6.4), layout="constrained")
     axes = fig.subplots(2, 1)
-    top = max(float(ex["mel_curve"].max()) for _, ex in items) * 1.1 or 1.0
+    lo = min(float(ex["mel_curve"].min()) for _, ex in items)
+    hi = max(float(ex["mel_curve"].max()) for _, ex in items)
+    if items[0][1]["has_attention"]:  # zoom on the curve (near-uniform attention is a flat line at 0-1.1), 1 in view
+        lo, hi = min(lo, 1.0), max(hi, 1.0)
+        pad = max(0.02, 0.15 * (hi - lo))
+        limits = (max(0.0, lo - pad), hi + pad)
+    else:
+        limits = (0.0, max(hi, 1e-6) * 1.05)
     for ax, (info, ex) in zip(axes, items):
         mel, curve = ex["mel"], ex["mel_curve"]
         seconds = mel.shape[-1] * hop_s
@@ -354,7 +361,7 @@ def plot_mel_pair(items: list[tuple[dict, dict]], path: Path, hop_s: float) -> P
         ax.set_xlabel("time (s)")
         twin = ax.twinx()
         twin.plot(np.arange(len(curve)) * hop_s, curve, color="cyan", linewidth=2)
-        twin.set_ylim(0, top)
+        twin.set_ylim(*limits)
         twin.set_ylabel("attention (1 = uniform)" if ex["has_attention"] else "Grad-CAM (1 = clip max.)",
                         color="darkcyan")
         ax.set_title(describe(info), fontsize=9)
