@@ -5,15 +5,15 @@
 # -> avdd-eval (both modes, robustness, unseen category, shortcut audit, visualizations)
 # -> avdd-detect on every sample video and a wav file.
 #
-#   bash examples/real_media_report.sh [WORK_DIR]      (about 15 minutes on 2 CPU cores)
+#   bash docs/example-report/make_report.sh [WORK_DIR]      (about 15 minutes on 2 CPU cores)
 #
 # Four of the six sample videos have a soundtrack (the FF++ ones have none, as in FF++), so the
 # detector sees a few hundred samples of four people: the report shows what the tools produce,
 # its numbers are no benchmark. docs/example-report/ holds one run's output.
 set -euo pipefail
-DATA=${AVDD_SAMPLE_DATA:-$(dirname "$0")/../../shared/data}
+DATA=${AVDD_SAMPLE_DATA:-$(dirname "$0")/../../../shared/data}
 WORK=${1:-/tmp/avdd-example}
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-20}
 mkdir -p "$WORK"
 
 avdd-data manifest dfdc "$DATA/dfdc" -o "$WORK/dfdc.jsonl"
