@@ -26,44 +26,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from .augment import Augment
 from .data import ShardDataset
+from .evaluate import score
 from .prepare import collect_files, shards_from_files
-from .train import _to, _Transformed, load_checkpoint
+from .train import load_checkpoint
 
 DEFAULT_MODE = {"av": "sync", "av-noatt": "sync", "video": "video", "audio": "audio"}
-
-
-@torch.inference_mode()
-def clip_scores(model, ds: ShardDataset, cfg, device="cpu", batch_size: int = 8) -> dict[str, np.ndarray]:
-    """Per sample: p_video, p_audio, p_sync (NaN where a clip lacks what the output needs)."""
-    ds.transform = Augment.for_model(cfg, train=False)
-    name = cfg.model.name
-    out = {k: np.full(len(ds), np.nan, np.float32) for k in ("p_video", "p_audio", "p_sync")}
-    loader = DataLoader(_Transformed(ds), batch_size=batch_size)
-    pos = 0
-    model.eval()
-    for batch in loader:
-        n = len(batch["index"])
-        b = _to(batch, device)
-        hv, ha = batch["has_video"].bool().numpy(), batch["has_audio"].bool().numpy()
-        if name in ("av", "av-noatt") and (hv & ha).any():
-            r = model(b)
-            for k in out:
-                out[k][pos : pos + n][hv & ha] = r[k].float().cpu().numpy()[hv & ha]
-        video_net = getattr(model, "video", None)
-        audio_net = getattr(model, "audio", None)
-        only_v = hv & (~ha if name in ("av", "av-noatt") else np.ones(n, bool))
-        only_a = ha & (~hv if name in ("av", "av-noatt") else np.ones(n, bool))
-        if video_net is not None and only_v.any():
-            out["p_video"][pos : pos + n][only_v] = torch.sigmoid(video_net(b["video"])["logit"]).cpu().numpy()[only_v]
-        if audio_net is not None and only_a.any():
-            out["p_audio"][pos : pos + n][only_a] = torch.sigmoid(audio_net(b["audio"])["logit"]).cpu().numpy()[only_a]
-        pos += n
-    return out
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -88,7 +57,7 @@ def detect(paths, checkpoint, mode: str | None = None, device: str = "cpu", clip
         rows = {f: _row(f, errors.get(f)) for f in files}
         if shards is not None:
             ds = ShardDataset(shards, split=None, modalities=("video", "audio"))
-            scores = clip_scores(model, ds, cfg, device)
+            scores = score(model, ds, cfg, device, batch_size=8)
             sample_ids = ds.strings("id")
             for sid, f in ids.items():
                 m = sample_ids == sid

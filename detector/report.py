@@ -47,6 +47,8 @@ def _json(o):
 def markdown(r: dict, title: str, plots: list[Path]) -> list[str]:
     modes = list(r["modes"])
     lines = [f"# {title}", "", f"Model `{r['model']}`; {r['n_samples']} samples of split(s) {', '.join(r['splits'])}."]
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}"]
     if "source" in r:
         lines += ["", f"Checkpoint `{r['source'].get('checkpoint')}`, data `{r['source'].get('data')}`."]
     lines += ["", "## Detection (inference modes side by side)", ""]

@@ -103,7 +103,7 @@ def in_the_wild(sample_data, tmp_path_factory):
     return root
 
 
-def test_cross_dataset_on_an_in_the_wild_manifest(audio_checkpoint, in_the_wild, tmp_path):
+def test_cross_dataset_on_an_in_the_wild_manifest(audio_checkpoint, av_checkpoint, in_the_wild, tmp_path):
     from pipeline.manifest import write_manifest
     from pipeline.recipes import prepare
 
@@ -119,6 +119,16 @@ def test_cross_dataset_on_an_in_the_wild_manifest(audio_checkpoint, in_the_wild,
     # the spoofs are shorter: the audit finds it and the report warns
     assert m["shortcuts"]["duration"]["audio_fake"] == pytest.approx(1.0)
     assert "warning: **duration**" in (out / "report.md").read_text()
+    # the same extracted shards, the {2+1}-stream model: no sample has a face, so its audio head alone
+    r = CliRunner().invoke(eval_main, ["--checkpoint", av_checkpoint, "--shards", str(out / "_data" / "shards.zarr"),
+                                       "--out", str(tmp_path / "av")])
+    assert r.exit_code == 0, r.output
+    av = json.loads((tmp_path / "av" / "metrics.json").read_text())
+    assert list(av["modes"]) == ["audio"] and av["modes"]["audio"]["n"] == m["modes"]["audio"]["n"]
+    assert "audio head(s) are evaluated alone" in (tmp_path / "av" / "report.md").read_text()
+    r = CliRunner().invoke(eval_main, ["--checkpoint", av_checkpoint, "--shards", str(out / "_data" / "shards.zarr"),
+                                       "--out", str(tmp_path / "av2"), "--mode", "sync"])
+    assert r.exit_code == 2 and "no samples with both video and audio" in r.output
 
 
 def test_detect_every_sample_video_and_a_wav(av_checkpoint, sample_data, tmp_path):
