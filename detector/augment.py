@@ -38,7 +38,10 @@ _AUGMENT_TAG, _CORRUPT_TAG = 0xA06, 0xC022  # keep Augment's and Corrupt's rando
 
 
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary: ``$AVDD_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
+    """Path of the ffmpeg binary: ``$AVDD_FFMPEG``, else ``ffmpeg`` on PATH, else imageio-ffmpeg's.
+
+    The same rule as ``pipeline.media.ffmpeg_exe``, kept apart on purpose: the detector never
+    imports the pipeline (DESIGN.md), so both sides find the same binary without sharing code."""
     env = os.environ.get("AVDD_FFMPEG")
     if env:
         return env
