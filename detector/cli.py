@@ -118,7 +118,9 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 @click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per file (at most).")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device):
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Local Dask worker processes extracting the files (0: in this process).")
+def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device, workers):
     """Score raw video or audio files (or folders of them): P(video fake), P(audio fake),
     P(sequence fake) per file, from its clips."""
     from .inference import detect
@@ -126,7 +128,7 @@ def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device):
 
     try:
         result = detect(paths, checkpoint, mode=mode.replace("-", "_") if mode else None, device=device,
-                        clips_per_file=clips, threshold=threshold)
+                        clips_per_file=clips, threshold=threshold, workers=workers)
     except (ValueError, FileNotFoundError, PipelineError) as e:
         _fail(str(e))
     if as_json:
