@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ShardDataset
-from .evaluate import score
+from .evaluate import mode_scores, score
 from .prepare import collect_files, shards_from_files
 from .train import load_checkpoint
 
@@ -79,8 +79,7 @@ def _file_scores(ds: ShardDataset, m: np.ndarray, scores: dict, mode: str, thres
     hv = ds.table["clip"][m] >= 0
     ha = ds.table["audio"][m] >= 0
     pv, pa, ps = (_mean(scores[k][m]) for k in ("p_video", "p_audio", "p_sync"))
-    both = [max(v, a) for v, a in zip(scores["p_video"][m], scores["p_audio"][m]) if np.isfinite(v) and np.isfinite(a)]
-    two = round(float(np.mean(both)), 6) if both else None
+    two = _mean(mode_scores(scores, "two_stream")[m])  # NaN (skipped) where a clip lacks a modality
     notes = []
     if not hv.any():
         notes.append("no face found: scored on the audio only")

@@ -55,6 +55,11 @@ def shards_from_manifest(manifest, work_dir, root=None, clips_per_item: int = 4,
     return work / "shards.zarr", extracted
 
 
+def _reason(fail: dict) -> str:
+    """A failure record of avdd-data (``reason``, ``detail``) as one line for the user."""
+    return fail["reason"].replace("_", " ") + (f": {fail['detail']}" if fail["detail"] else "")
+
+
 def collect_files(paths) -> list[Path]:
     """The media files named, and those under the folders named (sorted, hidden files skipped)."""
     files = []
@@ -95,7 +100,7 @@ def shards_from_files(files: list[Path], work_dir, clips_per_item: int = 4,
         fail = json.loads(line)
         f = ids.pop(Path(fail["path"]).stem, None)
         if f is not None:
-            errors[f] = f"{fail['reason'].replace('_', ' ')}" + (f": {fail['detail']}" if fail["detail"] else "")
+            errors[f] = _reason(fail)
     if not ids:
         return None, ids, errors
     shards, extracted = shards_from_manifest(manifest, work / "extract", corpus, clips_per_item,
@@ -103,5 +108,5 @@ def shards_from_files(files: list[Path], work_dir, clips_per_item: int = 4,
     for fail in extracted.get("failures", []):
         f = ids.get(fail["id"])
         if f is not None and fail["clip"] is None:  # the whole item failed
-            errors[f] = f"{fail['reason'].replace('_', ' ')}" + (f": {fail['detail']}" if fail["detail"] else "")
+            errors[f] = _reason(fail)
     return shards, ids, errors
