@@ -34,8 +34,11 @@ class GriffinLimConfig:
 
 
 def mel_to_linear(mel_mag: torch.Tensor, fb: torch.Tensor, method: str = "pinv", n_iter: int = 100) -> torch.Tensor:
-    """(B, n_mels, T) linear-amplitude mel -> (B, n_fft // 2 + 1, T) non-negative magnitude."""
-    pinv = torch.linalg.pinv(fb)
+    """(B, n_mels, T) linear-amplitude mel -> (B, n_fft // 2 + 1, T) non-negative magnitude.
+
+    The pseudo-inverse of the small filterbank is taken on the CPU in float64 whatever the device:
+    the same matrix everywhere, and no GPU solver to start up for an 80 x 513 SVD."""
+    pinv = torch.linalg.pinv(fb.detach().to("cpu", torch.float64)).to(fb)
     s = torch.clamp(pinv @ mel_mag, min=0)
     if method == "pinv":
         return s
@@ -52,12 +55,14 @@ def mel_to_linear(mel_mag: torch.Tensor, fb: torch.Tensor, method: str = "pinv",
 
 def griffin_lim(mag: torch.Tensor, n_fft: int, hop: int, win: int, n_iter: int = 32, momentum: float = 0.99,
                 length: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, n_fft // 2 + 1, T) magnitude -> (B, N) waveform by fast Griffin-Lim."""
+    """(B, n_fft // 2 + 1, T) magnitude -> (B, N) waveform by fast Griffin-Lim. The random initial
+    phase is drawn on the CPU (``generator`` is a CPU generator), so a seed gives the same start on
+    every device."""
     window = torch.hann_window(win, periodic=True, device=mag.device, dtype=mag.dtype)
     stft = lambda x: torch.stft(x, n_fft, hop, win, window, center=True, pad_mode="reflect",  # noqa: E731
                                 return_complex=True)
     istft = lambda s: torch.istft(s, n_fft, hop, win, window, center=True, length=length)  # noqa: E731
-    phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype) * 2 * torch.pi
+    phase = torch.rand(mag.shape, generator=generator, dtype=mag.dtype).to(mag.device) * 2 * torch.pi
     angles = torch.polar(torch.ones_like(mag), phase)
     previous = torch.zeros_like(angles)
     alpha = momentum / (1 + momentum)
@@ -87,7 +92,7 @@ class GriffinLimVocoder(Vocoder):
         m = self.mel
         fb = m.filterbank(mel.device, mel.dtype)
         mag = mel_to_linear(m.decompress(mel), fb, self.config.inverse, self.config.nnls_iter)
-        gen = torch.Generator(device=mel.device).manual_seed(self.config.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         length = (mel.shape[-1] - 1) * m.hop_length
         return griffin_lim(mag, m.n_fft, m.hop_length, m.win, self.config.n_iter, self.config.momentum,
                            length=length, generator=gen)

@@ -319,9 +319,10 @@ class ParallelWaveGAN(NeuralVocoder):
             c = F.pad(c, (a, a), mode="replicate")
         gen = None
         if self.config.noise_seed is not None:
-            gen = torch.Generator(device=param.device).manual_seed(self.config.noise_seed)
-        z = torch.randn(n, self.config.in_channels, mel.shape[-1] * self.config.hop_length, generator=gen,
-                        device=param.device, dtype=param.dtype)
+            gen = torch.Generator().manual_seed(self.config.noise_seed)
+        # drawn on the CPU: a seed gives the same noise on every device
+        z = torch.randn(n, self.config.in_channels, mel.shape[-1] * self.config.hop_length, generator=gen)
+        z = z.to(param.device, param.dtype)
         return self.model(z, c).squeeze(1).float()
 
     @classmethod

@@ -201,7 +201,7 @@ class WaveGlow(nn.Module):
     def infer(self, mel: torch.Tensor, sigma: float = 0.6, generator: torch.Generator | None = None,
               z: torch.Tensor | None = None) -> torch.Tensor:
         """Sampling direction, as glow.py ``infer``: (B, n_mel, T) -> (B, T * stride). The latent is
-        sigma * N(0, 1) from ``generator``, or sigma * ``z`` (B, n_group, T * stride / n_group) laid
+        sigma * N(0, 1) from ``generator`` (a CPU generator), or sigma * ``z`` (B, n_group, T * stride / n_group) laid
         out as :meth:`forward` returns it (early outputs first)."""
         n_samples = mel.shape[2] * self.upsample.stride[0]
         spect = self.grouped_condition(mel, n_samples)
@@ -211,8 +211,8 @@ class WaveGlow(nn.Module):
         def noise(c):  # the next c latent channels, consumed from the end
             nonlocal end
             end -= c
-            part = z[:, end:end + c] if z is not None else torch.randn(
-                b, c, g, generator=generator, device=spect.device, dtype=torch.float32)
+            part = z[:, end:end + c] if z is not None else torch.randn(  # on the CPU: same on every device
+                b, c, g, generator=generator, dtype=torch.float32).to(spect.device)
             return (sigma * part).to(spect.dtype)
 
         x = noise(self.n_remaining_channels)
@@ -307,7 +307,7 @@ class WaveGlowVocoder(NeuralVocoder):
     def generate(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T) Tacotron2 mel -> (B, T * 256) waveform, float32."""
         mel = mel.to(self.device, self.model.upsample.weight.dtype)
-        gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         return self.model.infer(mel, sigma=self.config.sigma, generator=gen).float()
 
     @classmethod
