@@ -201,8 +201,8 @@ class WaveGlow(nn.Module):
     def infer(self, mel: torch.Tensor, sigma: float = 0.6, generator: torch.Generator | None = None,
               z: torch.Tensor | None = None) -> torch.Tensor:
         """Sampling direction, as glow.py ``infer``: (B, n_mel, T) -> (B, T * stride). The latent is
-        sigma * N(0, 1) from ``generator`` (a CPU generator), or sigma * ``z`` (B, n_group, T * stride / n_group) laid
-        out as :meth:`forward` returns it (early outputs first)."""
+        sigma * N(0, 1) from ``generator`` (a CPU generator), or sigma * ``z`` (B, n_group,
+        T * stride / n_group) laid out as :meth:`forward` returns it (early outputs first)."""
         n_samples = mel.shape[2] * self.upsample.stride[0]
         spect = self.grouped_condition(mel, n_samples)
         b, g = spect.shape[0], spect.shape[2]
