@@ -40,6 +40,9 @@ class ConvertConfig:
     device: str = "cpu"  # cpu or cuda[:N]
     batch_size: int = 16  # clips converted together
     trust_pickle: bool = False  # allow legacy pickled checkpoints (restricted unpickler)
+    # neural vocoders in float16 (CUDA only): faster, but adds a rounding-noise floor that
+    # float32 conversions lack (NeuralVocoder.use_half); off by default
+    half: bool = False
     options: dict = field(default_factory=dict)  # vocoder options (e.g. {"n_iter": 64} for griffinlim)
 
 
@@ -53,7 +56,7 @@ def get_vocoder(cfg: ConvertConfig):
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if key not in _CACHE:
         _CACHE[key] = load_vocoder(cfg.vocoder, checkpoint=cfg.checkpoint, device=cfg.device,
-                                   trust_pickle=cfg.trust_pickle, **cfg.options)
+                                   trust_pickle=cfg.trust_pickle, half=cfg.half, **cfg.options)
     return _CACHE[key]
 
 

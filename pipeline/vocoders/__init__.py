@@ -19,11 +19,15 @@ def get_vocoder_class(name: str) -> type[Vocoder]:
     return importlib.import_module(f"{__name__}.{name}").VOCODER
 
 
-def load_vocoder(name: str, checkpoint=None, device: str = "cpu", trust_pickle: bool = False, **options) -> Vocoder:
-    """A ready vocoder: neural ones from ``checkpoint`` (required), the others from ``options``."""
+def load_vocoder(name: str, checkpoint=None, device: str = "cpu", trust_pickle: bool = False, half: bool = False,
+                 **options) -> Vocoder:
+    """A ready vocoder: neural ones from ``checkpoint`` (required), the others from ``options``.
+    ``half``: neural vocoders generate in float16 (CUDA only; see ``NeuralVocoder.use_half``)."""
     cls = get_vocoder_class(name)
     if cls.needs_checkpoint:
         if checkpoint is None:
             raise no_checkpoint_error(name)
-        return cls.from_checkpoint(checkpoint, device=device, trust_pickle=trust_pickle)
+        return cls.from_checkpoint(checkpoint, device=device, trust_pickle=trust_pickle, half=half)
+    if half:
+        raise ValueError(f"--half applies to the neural vocoders; {name} has no float16 path")
     return cls(device=device, **options)

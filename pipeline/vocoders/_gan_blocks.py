@@ -9,7 +9,6 @@ numbers (and NumPy scalars), which ``checkpoint.load_file`` reads with ``weights
 
 from __future__ import annotations
 
-import torch
 import yaml
 
 class _TolerantLoader(yaml.SafeLoader):
@@ -40,7 +39,3 @@ def load_yaml(text: str) -> dict:
     return merged
 
 
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """float16 on CUDA (memory and speed; these generators are convolutional and tolerate it),
-    float32 elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.float32

@@ -89,12 +89,29 @@ class NeuralVocoder(Vocoder):
         super().__init__(mel or self.default_mel, device)
         self.config = config if config is not None else self.config_class()
         self.model = self.build(self.config).to(self.device).eval()
+        self.half = False
 
     def build(self, config) -> torch.nn.Module:
         raise NotImplementedError
 
+    def use_half(self, enabled: bool = True) -> "NeuralVocoder":
+        """Generate in float16 (CUDA only): faster, but the rounding of float16 leaves a noise
+        floor about 66 dB below the signal that float32 output has not, and a detector trained on
+        such conversions may learn it as a cue. Off by default; recorded in :meth:`config_dict`."""
+        if enabled and self.device.type != "cuda":
+            raise ValueError(f"Half precision needs a CUDA device; {self.name} runs on {self.device}")
+        self.half = enabled
+        self.apply_precision()
+        return self
+
+    def apply_precision(self) -> None:
+        """Cast the model to the chosen precision (``self.half``); vocoders that keep float32
+        weights and cast per call override this."""
+        self.model.to(dtype=torch.float16 if self.half else torch.float32)
+
     def config_dict(self) -> dict:
-        return {**super().config_dict(), "model": dataclasses.asdict(self.config)}
+        return {**super().config_dict(), "model": dataclasses.asdict(self.config),
+                "precision": "float16" if self.half else "float32"}
 
     @classmethod
     def config_from_checkpoint(cls, ckpt, path: Path):
@@ -107,7 +124,8 @@ class NeuralVocoder(Vocoder):
         return sd
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu", trust_pickle: bool = False) -> "NeuralVocoder":
+    def from_checkpoint(cls, path, device: str = "cpu", trust_pickle: bool = False,
+                        half: bool = False) -> "NeuralVocoder":
         """A checkpoint in any layout the vocoder supports (see checkpoint.py), or one avdd saved."""
         path = Path(path)
         ckpt = load_file(path, trust_pickle=trust_pickle, pickle_classes=cls.pickle_classes)
@@ -119,11 +137,12 @@ class NeuralVocoder(Vocoder):
         sd = cls.translate_state_dict(state_dict_of(ckpt))
         load_into(voc.model, {k: v.to(voc.device) for k, v in sd.items()}, str(path))
         voc.checkpoint, voc.checkpoint_hash = str(path), file_hash(path)
-        return voc
+        return voc.use_half(half)
 
     def save(self, path) -> None:
         """Save as a plain checkpoint (weights_only-loadable): state_dict + config + mel."""
-        torch.save({"state_dict": self.model.state_dict(), "avdd_config": dataclasses.asdict(self.config),
+        torch.save({"state_dict": {k: v.float() if v.is_floating_point() else v
+                                   for k, v in self.model.state_dict().items()}, "avdd_config": dataclasses.asdict(self.config),
                     "avdd_mel": dataclasses.asdict(self.mel), "vocoder": self.name}, path)
 
 

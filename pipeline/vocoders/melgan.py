@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._gan_blocks import inference_dtype, load_yaml
+from ._gan_blocks import load_yaml
 from .base import NeuralVocoder
 from .checkpoint import CheckpointError, fold_weight_norm, state_dict_of, strip_prefix
 from .mel import MelSpec, get_convention
@@ -170,7 +170,6 @@ class MelGAN(NeuralVocoder):
                              f"{config.hop_length} (product of ratios {config.ratios}), but the mel has "
                              f"{mel.n_mels} bands with hop {mel.hop_length}")
         super().__init__(config, mel, device)
-        self.model.to(dtype=inference_dtype(self.device))
 
     def build(self, config: MelGANConfig) -> nn.Module:
         return MelGANGenerator(config)

@@ -44,10 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._gan_blocks import (
-    inference_dtype,
-    load_yaml,
-)
+from ._gan_blocks import load_yaml
 from .base import NeuralVocoder
 from .checkpoint import (
     CheckpointError,
@@ -292,7 +289,6 @@ class ParallelWaveGAN(NeuralVocoder):
         if config.stats_mean is not None and len(config.stats_mean) != mel.n_mels:
             raise ValueError(f"Feature stats have {len(config.stats_mean)} values for {mel.n_mels} mel bands")
         super().__init__(config, mel, device)
-        self.model.to(dtype=inference_dtype(self.device))
         self.stats = None
         if config.stats_mean is not None:
             self.stats = tuple(torch.tensor(v, dtype=torch.float32, device=self.device)[:, None]

@@ -277,8 +277,8 @@ def config_from_state_dict(sd: dict, base: WaveGlowConfig | None = None) -> Wave
 
 class WaveGlowVocoder(NeuralVocoder):
     """WaveGlow on Tacotron2 mels (22.05 kHz, hop 256); noise scale ``config.sigma``, noise seeded
-    by ``config.seed``. On CUDA it runs in half precision with the 1x1 convs kept in float32, as
-    the release's ``inference.py --is_fp16``."""
+    by ``config.seed``. With :meth:`use_half` (CUDA) it runs in half precision with the 1x1 convs
+    kept in float32, as the release's ``inference.py --is_fp16``."""
 
     name = "waveglow"
     config_class = WaveGlowConfig
@@ -295,13 +295,15 @@ class WaveGlowVocoder(NeuralVocoder):
         if self.mel.hop_length != self.config.upsample_stride:
             raise ValueError(f"WaveGlow upsamples by {self.config.upsample_stride} but the mel hop is "
                              f"{self.mel.hop_length}")
-        if self.device.type == "cuda":  # weights loaded later are cast on copy
-            self.model.half()
-            for conv in self.model.convinv:
-                conv.float()
 
     def build(self, config: WaveGlowConfig) -> WaveGlow:
         return WaveGlow(config)
+
+    def apply_precision(self) -> None:
+        """float16 with the invertible 1x1 convs kept in float32, as the release's inference."""
+        super().apply_precision()
+        for conv in self.model.convinv:
+            conv.float()
 
     @torch.inference_mode()
     def generate(self, mel: torch.Tensor) -> torch.Tensor:

@@ -399,6 +399,10 @@ class WaveNetVocoder(NeuralVocoder):
     def build(self, config: WaveNetConfig) -> WaveNet:
         return WaveNet(config)
 
+    def apply_precision(self) -> None:
+        """Weights stay float32; :meth:`generate` casts them per call (the incremental path folds
+        them in float64 first)."""
+
     @property
     def lead_samples(self) -> int:
         """Samples generated for the lws left padding, before the input's first sample."""
@@ -408,13 +412,13 @@ class WaveNetVocoder(NeuralVocoder):
     def generate(self, mel: torch.Tensor, incremental: bool = True, seed: int | None = None) -> torch.Tensor:
         """(B, n_mels, T) -> (B, T * hop) float32 waveform, sampled autoregressively; ``incremental``
         selects cached (fast) or naive (full receptive field per sample) inference, ``seed`` the noise
-        (default: drawn from torch's global RNG). Half precision on CUDA."""
+        (default: drawn from torch's global RNG). float16 with :meth:`use_half` (CUDA)."""
         cfg, net, dev = self.config, self.model, self.device
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         gen = torch.Generator(device=dev).manual_seed(seed)
-        dtype = torch.float16 if dev.type == "cuda" else next(net.parameters()).dtype
-        with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+        dtype = torch.float16 if self.half else next(net.parameters()).dtype
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
             c = net.upsample(mel.to(dev, next(net.parameters()).dtype)).to(dtype)
         batch, steps = c.shape[0], c.shape[2]
         mix = cfg.out_channels // 3 if cfg.out_channels > 2 else 0
@@ -437,7 +441,7 @@ class WaveNetVocoder(NeuralVocoder):
                     y = inc.step(as_input(out[:, t:t + 1])[..., 0], cond[i], t)
                 else:  # the whole receptive field, every layer, for this one sample
                     s = max(0, t + 1 - cfg.receptive_field())
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+                    with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
                         y = net.stack(as_input(out[:, s:t + 1]), c[:, :, s:t + 1])[:, :, -1]
                 out[:, t + 1] = _sample(cfg, y.float(), noise[i])
         out = out[:, 1:]

@@ -453,6 +453,9 @@ class WaveRNNVocoder(NeuralVocoder):
                              f"convention's {self.mel.hop_length}/{self.mel.n_mels}")
         return WaveRNN(config)
 
+    def apply_precision(self) -> None:
+        """Weights stay float32; :meth:`generate` casts them per call (fused in ``recurrence``)."""
+
     @torch.inference_mode()
     def generate(self, mel: torch.Tensor, folded: bool = True, target: int | None = None,
                  overlap: int | None = None) -> torch.Tensor:
@@ -460,12 +463,12 @@ class WaveRNNVocoder(NeuralVocoder):
 
         ``folded``: fatchord's batched generation, all folds of all B utterances in one batch
         (``target``/``overlap`` default to the config's, fatchord 11000/550); else the whole
-        sequence sample by sample (still batched over the B utterances). Half precision on CUDA."""
+        sequence sample by sample (still batched over the B utterances). float16 with :meth:`use_half` (CUDA)."""
         c = self.config
         target = c.target if target is None else target
         overlap = c.overlap if overlap is None else overlap
         mel = mel.to(self.device, torch.float32)
-        half = self.device.type == "cuda"
+        half = self.half
         with torch.autocast("cuda", dtype=torch.float16, enabled=half):
             m, aux = self.model.condition(mel)
         dtype = torch.float16 if half else torch.float32

@@ -117,3 +117,28 @@ def test_convert_before_extract_is_an_error(tmp_path):
     root.attrs["avdd"] = {"format": st.FORMAT, "version": st.FORMAT_VERSION, "stages": {}}
     with pytest.raises(ValueError, match="extract"):
         cv.convert(tmp_path / "empty.zarr", cv.ConvertConfig("griffinlim"), workers=0, progress=False)
+
+
+def test_half_precision_is_opt_in_cuda_only_and_recorded(store, tmp_path):
+    """Neural vocoders convert in float32 unless asked (float16 rounding would add a noise floor
+    a detector could learn); the precision is part of the recorded config; --half needs CUDA."""
+    import torch
+
+    from pipeline.vocoders import load_vocoder
+    from pipeline.vocoders.melgan import MelGAN, MelGANConfig
+
+    ckpt = tmp_path / "melgan_tiny.pt"
+    MelGAN(MelGANConfig.tiny()).save(ckpt)
+    voc = load_vocoder("melgan", checkpoint=ckpt)
+    assert not voc.half and next(voc.model.parameters()).dtype == torch.float32
+    assert voc.info()["config"]["precision"] == "float32"
+    with pytest.raises(ValueError, match="CUDA"):
+        load_vocoder("melgan", checkpoint=ckpt, half=True)
+    with pytest.raises(ValueError, match="no float16 path"):
+        load_vocoder("griffinlim", half=True)
+    with pytest.raises(ValueError, match="CUDA"):
+        cv.convert(store, cv.ConvertConfig("melgan", checkpoint=str(ckpt), half=True), workers=0, progress=False)
+    summary = cv.convert(store, cv.ConvertConfig("melgan", checkpoint=str(ckpt)), workers=0, progress=False)
+    assert summary.counts["samples"] > 0
+    plan = st.store_attrs(store)["stages"]["convert:melgan"]
+    assert plan["info"]["config"]["precision"] == "float32" and plan["config"]["half"] is False

@@ -1,8 +1,8 @@
 """The CUDA paths of the vocoders against their float32 CPU paths, on real speech.
 
-On CUDA the convolutional vocoders run in half precision, WaveRNN's fused recurrence and WaveNet's
-incremental generation in float16; these tests give both devices the same weights and the same
-seeded noise (drawn on the CPU) and check that the GPU computes what the CPU computes. They are
+The neural vocoders run in float32 by default and in float16 with ``use_half`` (``--half``); these
+tests give both devices the same weights and the same seeded noise (drawn on the CPU) and check
+that the GPU computes what the CPU computes, in both precisions. They are
 skipped on a machine without a CUDA device (CI has none); run them where there is one:
 
     pytest tests/pipeline/vocoders/test_cuda.py -v -s
@@ -34,10 +34,10 @@ def speech(sample_data):
     return np.stack([audio[s:s + CLIP] for s in starts])
 
 
-def _twins(name: str, std: float | None = None, only: str = ""):
-    """The vocoder on CPU and on CUDA with the same (seeded random) weights: the release's default
-    config; ``std`` re-draws the parameters whose name contains ``only`` with that spread
-    (zero-initialised layers would otherwise hide a part of the network)."""
+def _twins(name: str, std: float | None = None, only: str = "", half: bool = False):
+    """The vocoder on CPU and on CUDA (float16 with ``half``) with the same (seeded random)
+    weights: the release's default config; ``std`` re-draws the parameters whose name contains
+    ``only`` with that spread (zero-initialised layers would otherwise hide a part of the network)."""
     cls = get_vocoder_class(name)
     torch.manual_seed(0)
     cpu = cls(device="cpu")
@@ -49,6 +49,7 @@ def _twins(name: str, std: float | None = None, only: str = ""):
                 if only in key:
                     p.data = torch.randn(p.shape, generator=g) * std
         gpu.model.load_state_dict(cpu.model.state_dict())
+        gpu.use_half(half)
     return cpu, gpu
 
 
@@ -56,20 +57,23 @@ def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("name,std,only,tol", [
-    ("griffinlim", None, "", 1e-3),  # float32 on both devices: FFT rounding only
-    ("melgan", None, "", 0.02),  # float16 on CUDA
-    ("parallel_wavegan", None, "", 0.02),
-    # float16 with the 1x1 convs in float32; the coupling layers' zero-initialised last convs drawn
-    ("waveglow", 0.02, ".end.", 0.02),
+@pytest.mark.parametrize("name,std,only,half,tol", [
+    ("griffinlim", None, "", False, 1e-3),  # float32 on both devices: rounding only
+    ("melgan", None, "", False, 1e-3),
+    ("melgan", None, "", True, 0.02),  # float16 on CUDA
+    ("parallel_wavegan", None, "", False, 1e-3),
+    ("parallel_wavegan", None, "", True, 0.02),
+    # the coupling layers' zero-initialised last convs drawn; float16 keeps the 1x1 convs in float32
+    ("waveglow", 0.02, ".end.", False, 1e-3),
+    ("waveglow", 0.02, ".end.", True, 0.02),
 ])
-def test_copy_synthesis_on_cuda_matches_cpu(speech, name, std, only, tol):
-    cpu, gpu = _twins(name, std, only)
+def test_copy_synthesis_on_cuda_matches_cpu(speech, name, std, only, half, tol):
+    cpu, gpu = _twins(name, std, only, half)
     y_cpu = cpu.copy_synthesize(speech, SR)
     y_gpu = gpu.copy_synthesize(speech, SR)
     assert y_gpu.shape == speech.shape and y_gpu.dtype == np.float32 and np.isfinite(y_gpu).all()
     err = _relative_error(y_gpu, y_cpu)
-    print(f"{name}: relative error CUDA vs CPU {err:.2e}, rms {np.sqrt(np.mean(y_cpu ** 2)):.3g}")
+    print(f"{name} {'float16' if half else 'float32'}: relative error CUDA vs CPU {err:.2e}, rms {np.sqrt(np.mean(y_cpu ** 2)):.3g}")
     assert np.sqrt(np.mean(y_cpu ** 2)) > 1e-4  # a real signal, not silence on both sides
     assert err < tol
 
@@ -83,7 +87,7 @@ def test_wavernn_fused_float16_recurrence_matches_float32_teacher_forcing(mode):
     cfg.mode = mode
     torch.manual_seed(0)
     cpu_model = randomize_bn(cls(cfg).model).eval()
-    gpu = cls(cfg, device="cuda")
+    gpu = cls(cfg, device="cuda").use_half()
     gpu.model.load_state_dict(cpu_model.state_dict())
     mel = torch.rand(2, cfg.feat_dims, 3, generator=torch.Generator().manual_seed(2))
     with torch.autocast("cuda", dtype=torch.float16):
@@ -99,18 +103,20 @@ def test_wavernn_fused_float16_recurrence_matches_float32_teacher_forcing(mode):
     assert torch.isfinite(logits).all() and err < 0.02
 
 
-def test_wavernn_folded_generation_on_cuda(speech):
-    _, gpu = _twins("wavernn")
+@pytest.mark.parametrize("half", [False, True])
+def test_wavernn_folded_generation_on_cuda(speech, half):
+    _, gpu = _twins("wavernn", half=half)
     feats = gpu.features(torch.as_tensor(speech).cuda())  # resampling is not needed for the shapes
     y = gpu.generate(feats, folded=True)
     assert y.shape == (len(speech), feats.shape[-1] * gpu.mel.hop_length) and y.device.type == "cuda"
     assert torch.isfinite(y).all() and y.abs().max() <= math.sqrt(2) + 1e-3 and y.std() > 1e-3
 
 
-def test_wavenet_incremental_and_naive_agree_on_cuda():
-    """float16 on CUDA: the cached incremental path draws what the naive path draws, until
-    rounding first flips a draw; both stay finite signals."""
-    cpu, gpu = _twins("wavenet", std=0.05)
+@pytest.mark.parametrize("half", [False, True])
+def test_wavenet_incremental_and_naive_agree_on_cuda(half):
+    """On CUDA the cached incremental path draws what the naive path draws, until rounding first
+    flips a draw; both stay finite signals."""
+    _, gpu = _twins("wavenet", std=0.05, half=half)
     mel = torch.rand(2, gpu.mel.n_mels, 2, generator=torch.Generator().manual_seed(3))
     fast = gpu.generate(mel, incremental=True, seed=7).cpu()
     naive = gpu.generate(mel, incremental=False, seed=7).cpu()
