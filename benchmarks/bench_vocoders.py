@@ -15,7 +15,9 @@ Pairs measured in the same run:
 Neural vocoders run with the release's default config and random weights: these numbers are
 about speed only (audio quality needs trained weights).
 
-    python benchmarks/bench_vocoders.py [--device cpu] [--batch 16] [--threads 1] [--only NAME,...]
+    python benchmarks/bench_vocoders.py [--device cpu] [--batch 16] [--threads 1] [--only NAME,...] [--half]
+
+``--half``: the neural vocoders in float16 (CUDA only, as ``avdd-data convert --half``).
 """
 
 from __future__ import annotations
@@ -78,23 +80,23 @@ def bench_griffinlim(clips, device, sync):
             ("griffinlim copy synthesis (mel, inverse filterbank, phase)", whole / audio_s, "", None)]
 
 
-def bench_plain(name, clips, device, sync):
+def bench_plain(name, clips, device, sync, half=False):
     from pipeline.vocoders import get_vocoder_class
 
     cls = get_vocoder_class(name)
-    voc = cls(device=device) if not cls.needs_checkpoint else cls(device=device)
+    voc = cls(device=device).use_half(half) if cls.needs_checkpoint else cls(device=device)
     voc.copy_synthesize(clips[:1], SR)
     _, secs = timed(voc.copy_synthesize, clips, SR, sync=sync)
     return [(f"{name}", secs / (clips.size / SR), "", None)]
 
 
-def bench_wavernn(clips, device, sync, unfolded_clips=2):
+def bench_wavernn(clips, device, sync, half=False, unfolded_clips=2):
     """Folded: the whole batch of clips in one folded, batched generation (as the convert stage
     runs it); unfolded: clip by clip, sample by sample, on ``unfolded_clips`` of them (RTF is per
     second of audio, so the two are comparable)."""
     from pipeline.vocoders.wavernn import VOCODER as WaveRNN
 
-    voc = WaveRNN(device=device)
+    voc = WaveRNN(device=device).use_half(half)
     feats = voc.features(torch.as_tensor(_resample(clips, voc.sample_rate), device=device))
     per_clip_s = clips.shape[1] / SR
     _, folded = timed(voc.generate, feats, folded=True, sync=sync)
@@ -103,19 +105,19 @@ def bench_wavernn(clips, device, sync, unfolded_clips=2):
              "unfolded, one clip at a time, sample by sample", unfolded / (unfolded_clips * per_clip_s))]
 
 
-def bench_wavenet(clips, device, sync, frames=2, naive_steps=8):
+def bench_wavenet(clips, device, sync, half=False, frames=2, naive_steps=8):
     """Per-sample cost at steady state: incremental generation of ``frames`` mel frames, against
     the naive step, which runs the whole stack over a full receptive field to produce one sample
     (timed over ``naive_steps`` steps: its cost per sample is constant once the field is full)."""
     from pipeline.vocoders.wavenet import VOCODER as WaveNet
 
-    voc = WaveNet(device=device)
+    voc = WaveNet(device=device).use_half(half)
     net, cfg = voc.model, voc.config
     feats = voc.features(torch.as_tensor(_resample(clips[:1], voc.sample_rate), device=device))[..., :frames]
     out, inc = timed(voc.generate, feats, incremental=True, seed=0, sync=sync)
     inc_per_sample = inc / out.shape[-1]
     rf = cfg.receptive_field()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=half):
         c = net.upsample(feats.repeat(1, 1, -(-rf // (feats.shape[-1] * voc.mel.hop_length)) + 1))[..., :rf]
         x = torch.zeros(1, 1 if cfg.scalar_input else cfg.out_channels, rf, device=device)
         net.stack(x, c)  # warm-up
@@ -139,6 +141,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="", help="comma-separated vocoder names")
     ap.add_argument("--out", type=Path, help="append the markdown table to this file")
+    ap.add_argument("--half", action="store_true", help="neural vocoders in float16 (CUDA only)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
@@ -146,11 +149,11 @@ def main(argv=None):
     benches = {
         "griffinlim": lambda: bench_griffinlim(clips, args.device, sync),
         "world": lambda: bench_plain("world", clips, "cpu", None),
-        "melgan": lambda: bench_plain("melgan", clips, args.device, sync),
-        "parallel_wavegan": lambda: bench_plain("parallel_wavegan", clips, args.device, sync),
-        "waveglow": lambda: bench_plain("waveglow", clips, args.device, sync),
-        "wavernn": lambda: bench_wavernn(clips, args.device, sync),
-        "wavenet": lambda: bench_wavenet(clips, args.device, sync),
+        "melgan": lambda: bench_plain("melgan", clips, args.device, sync, args.half),
+        "parallel_wavegan": lambda: bench_plain("parallel_wavegan", clips, args.device, sync, args.half),
+        "waveglow": lambda: bench_plain("waveglow", clips, args.device, sync, args.half),
+        "wavernn": lambda: bench_wavernn(clips, args.device, sync, args.half),
+        "wavenet": lambda: bench_wavenet(clips, args.device, sync, args.half),
     }
     only = [x for x in args.only.split(",") if x] or list(benches)
     rows = []
@@ -173,7 +176,8 @@ def render(rows, args) -> str:
     except (OSError, StopIteration):
         cpu = platform.machine()
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({cpu}), {args.threads} thread(s)"
-    head = (f"Device: {dev}; torch {torch.__version__}; batch {args.batch} clips of {CLIP / SR:.2f} s real speech.\n\n"
+    precision = "float16" if args.half else "float32"
+    head = (f"Device: {dev}; torch {torch.__version__}; neural vocoders in {precision}; batch {args.batch} clips of {CLIP / SR:.2f} s real speech.\n\n"
             "| vocoder | RTF | baseline | baseline RTF | speed-up |\n|---|---|---|---|---|")
     body = []
     for name, rtf, base, base_rtf in rows:
