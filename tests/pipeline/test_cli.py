@@ -116,3 +116,5 @@ def test_convert_command_and_its_errors(sample_data, tmp_path):
     assert r.exit_code == 2 and "NAME=PATH" in r.output
     r = run("convert", "--store", store, "--vocoder", "griffinlim", "--option", "n_iter=8", "--workers", "0")
     assert r.exit_code == 2 and "--overwrite" in r.output
+    r = run("convert", "--store", store, "--vocoder", "world", "--half", "--workers", "0")
+    assert r.exit_code == 2 and "no float16 path" in r.output
