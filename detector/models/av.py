@@ -86,27 +86,31 @@ class AVDetector(nn.Module):
                 "features": features, "attention": s["attention"]}
 
 
-class VideoOnly(nn.Module):
-    """The video stream alone. Forward: batch with ``video`` -> ``logit_video``, ``p_video``, ``features``."""
+class _OneStream(nn.Module):
+    """One stream alone, kept under its modality's name (so its weights are named as in the AV
+    model). Forward: batch with ``<m>`` -> ``logit_<m>``, ``p_<m>``, ``features``."""
+
+    modality: str = ""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.video = VideoStream(cfg.video)
+        m = self.modality
+        self.add_module(m, VideoStream(cfg.video) if m == "video" else AudioStream(cfg.audio))
 
     def forward(self, batch: dict) -> dict:
-        v = self.video(batch["video"])
-        return {**_head("video", v["logit"]), "features": _prefixed("video", v["features"]), "attention": {}}
+        m = self.modality
+        out = getattr(self, m)(batch[m])
+        return {**_head(m, out["logit"]), "features": _prefixed(m, out["features"]), "attention": {}}
 
 
-class AudioOnly(nn.Module):
-    """The audio stream alone. Forward: batch with ``audio`` -> ``logit_audio``, ``p_audio``, ``features``."""
+class VideoOnly(_OneStream):
+    """The video stream alone."""
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.audio = AudioStream(cfg.audio)
+    modality = "video"
 
-    def forward(self, batch: dict) -> dict:
-        a = self.audio(batch["audio"])
-        return {**_head("audio", a["logit"]), "features": _prefixed("audio", a["features"]), "attention": {}}
+
+class AudioOnly(_OneStream):
+    """The audio stream alone."""
+
+    modality = "audio"
