@@ -49,6 +49,17 @@ def test_run_inspect_and_refused_config_change(sample_data, tmp_path):
     assert "samples 4 (ok 4, partial 0)" in r.output
     assert "convert griffinlim: 1 shard(s) now" in r.output and "convert world: 1 shard(s) now" in r.output
     assert (tmp_path / "out" / "talking.manifest.jsonl").is_file()
+    # the main job ends with training shards the detector's reader opens: each of the 4 clips
+    # with its own audio and with each vocoder's conversion, plus out-of-sync pairs
+    assert "build-shards: " in r.output
+    from detector.data import ShardDataset, shard_info
+
+    shards = tmp_path / "out" / "talking.shards.zarr"
+    by_pair = {k: sum(v.values()) for k, v in shard_info(shards)["summary"]["by_pair"].items()}
+    assert by_pair["own"] == 4 and by_pair["vocoded"] == 8
+    ds = ShardDataset(shards, split=None, modalities=("video", "audio"))
+    assert len(ds) == sum(by_pair.values())
+    assert ds[0]["video"].shape == (16, 3, 128, 128) and ds[0]["audio"].shape == (16 * 640,)
 
     r = run("inspect", "--store", store, "--json", "--png", tmp_path / "sheet.png", "--rows", "3")
     assert r.exit_code == 0, r.output
