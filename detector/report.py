@@ -62,16 +62,17 @@ def markdown(r: dict, title: str, plots: list[Path]) -> list[str]:
                         [[m, _f(v["acc"]), _f(v["auc"]), _f(v["eer"]), _f(v["ap"]), v["n"]]
                          for m, v in r["modalities"].items()])
     lines += ["", "## Per category", "", "Accuracy on the category's samples; AUC, EER and AP of the category "
-              "against the real samples.", ""]
+              "against the real samples (\"-\" for the real category itself, and where there are no real samples).",
+              ""]
     cats = sorted({c for m in modes for c in r["per_category"][m]})
     rows = []
     for c in cats:
         row = [c, r["per_category"][modes[0]].get(c, {}).get("n", 0)]
         for m in modes:
             v = r["per_category"][m].get(c, {})
-            row += [_f(v.get("acc")), _f(v.get("auc"))]
+            row += [_f(v.get(k)) for k in ("acc", "auc", "eer", "ap")]
         rows.append(row)
-    lines += _table(["category", "n", *[f"{h} ({m})" for m in modes for h in ("acc", "AUC")]], rows)
+    lines += _table(["category", "n", *[f"{h} ({m})" for m in modes for h in ("acc", "AUC", "EER", "AP")]], rows)
     lines += ["", "## Per split", ""]
     lines += _table(["mode", "split", "accuracy", "AUC", "EER", "n"],
                     [[m, sp, _f(v["acc"]), _f(v["auc"]), _f(v["eer"]), v["n"]]
@@ -108,8 +109,8 @@ def _unseen_md(r: dict, modes: list[str]) -> list[str]:
     lines = ["", "## Unseen category", ""]
     if "skipped" in u:
         return lines + [u["skipped"]]
-    lines += [f"Held out in training: {', '.join(u['categories'])} ({u['n_heldout']} samples), against "
-              f"{u['n_real']} real test samples.", ""]
+    lines += [f"Held out in training: {', '.join(u['categories'])} ({u['n_heldout']} samples), against the "
+              f"{u['n_real']} real samples of the evaluated split(s) ({', '.join(r['splits'])}).", ""]
     return lines + _table(["mode", "accuracy", "AUC", "EER", "AP"],
                           [[m, _f(u[m]["acc"]), _f(u[m]["auc"]), _f(u[m]["eer"]), _f(u[m]["ap"])] for m in modes])
 

@@ -43,6 +43,31 @@ def test_full_report_on_av_shards(av_checkpoint, av_shards, tmp_path):
         assert section in text
     for name in ("roc.png", "categories.png", "robustness.png", "visualizations/patches_summary.png"):
         png(out / name)
+    # the per-category table has the EER and AP its caption promises, "-" where they are undefined
+    header = next(line for line in text.splitlines() if line.startswith("| category |"))
+    assert header.split(" | ")[2:6] == ["acc (sync)", "AUC (sync)", "EER (sync)", "AP (sync)"]
+    real = next(line for line in text.splitlines() if line.startswith("| real |")).strip("| ").split(" | ")
+    assert real[3:6] == ["-", "-", "-"]
+    voc = m["per_category"]["sync"]["vocoder:griffinlim"]
+    row = next(line for line in text.splitlines() if line.startswith("| vocoder:griffinlim |"))
+    assert row.strip("| ").split(" | ")[2:6] == [f"{voc[k]:.3f}" for k in ("acc", "auc", "eer", "ap")]
+
+
+def test_per_category_metrics_against_the_real_samples():
+    from detector import metrics as M
+    from detector.evaluate import per_category
+
+    s = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.25, 0.6, 0.7])
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    cats = np.array(["real"] * 3 + ["a"] * 3 + ["b"] * 2)
+    r = per_category(s, y, cats)
+    a = [0, 1, 2, 3, 4, 5]
+    assert r["a"]["n"] == 3 and r["a"]["acc"] == pytest.approx(2 / 3)
+    assert r["a"]["auc"] == pytest.approx(M.auc(s[a], y[a])) and r["a"]["eer"] == pytest.approx(M.eer(s[a], y[a]))
+    assert r["a"]["ap"] == pytest.approx(M.average_precision(s[a], y[a]))
+    assert r["b"]["auc"] == 1.0 and r["b"]["eer"] == 0.0 and r["b"]["ap"] == 1.0
+    assert set(r["real"]) == {"n", "acc"}  # no second class: no AUC, EER or AP
+    assert "auc" not in per_category(s[3:], y[3:], cats[3:])["a"]  # no real samples at all
 
 
 def test_unseen_category_and_the_audio_model(audio_checkpoint, speech_shards, tmp_path):
@@ -60,7 +85,10 @@ def test_unseen_category_and_the_audio_model(audio_checkpoint, speech_shards, tm
     assert result["unseen"]["categories"] == ["vocoder:world"] and result["unseen"]["n_heldout"] > 0
     assert 0 <= result["unseen"]["audio"]["auc"] <= 1
     files = write_report(result, tmp_path / "rep")
-    assert "## Unseen category" in (tmp_path / "rep" / "report.md").read_text()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Unseen category" in text
+    n_real = result["per_category"]["audio"]["real"]["n"]
+    assert result["unseen"]["n_real"] == n_real and f"the {n_real} real samples of the evaluated split(s) (test)" in text
     assert all(f.exists() for f in files)
     with pytest.raises(ValueError, match="holds vocoder:world, not 'melgan'"):
         evaluate_shards(model, cfg, held, holdout="melgan")
