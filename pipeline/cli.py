@@ -183,6 +183,24 @@ def _checkpoints(values: tuple[str, ...], vocoder: str) -> dict[str, str]:
     return out
 
 
+def _vocoder_options(options: tuple[str, ...], names: list[str], several: bool) -> dict[str, dict]:
+    """--option KEY=VALUE (one vocoder) or NAME.KEY=VALUE (any) -> {vocoder: {key: value}}."""
+    out: dict[str, dict] = {n: {} for n in names}
+    for x in options:
+        key, eq, value = x.partition("=")
+        if not eq or not key:
+            _fail(f"--option {x!r}: expected KEY=VALUE")
+        name, dot, k = key.partition(".")
+        if not dot:
+            if several:
+                _fail(f"--option {x!r}: with --vocoder all, give options as NAME.KEY=VALUE (e.g. griffinlim.n_iter=64)")
+            name, k = names[0], key
+        if name not in out:
+            _fail(f"--option {x!r}: {name!r} is not converted by this command (vocoders: {', '.join(names)})")
+        out[name][k] = _parse_value(value)
+    return out
+
+
 def _run_convert(store, vocoders: list[str], checkpoints: dict, o: dict, as_json: bool) -> None:
     from .convert import ConvertConfig, convert
     from .store import StoreMismatch
@@ -195,7 +213,7 @@ def _run_convert(store, vocoders: list[str], checkpoints: dict, o: dict, as_json
         half = o.get("half", False) and (len(vocoders) == 1 or get_vocoder_class(name).needs_checkpoint)
         cfg = ConvertConfig(vocoder=name, checkpoint=checkpoints.get(name), device=o["device"],
                             batch_size=o["batch_size"], trust_pickle=o["trust_pickle"], half=half,
-                            options=dict(o["options"]) if len(vocoders) == 1 else {})
+                            options=dict(o["options"].get(name, {})))
         try:
             summary = convert(store, cfg, scheduler=o["scheduler"], workers=o["workers"], threads=o["threads"],
                               overwrite=o["overwrite"], progress=not o["no_progress"])
@@ -242,7 +260,8 @@ def convert_options(fn):
                                               "wavenet, or all (every vocoder usable: the first two and those given a checkpoint).")
 @click.option("--checkpoint", multiple=True, help="Checkpoint file (PATH, or NAME=PATH with --vocoder all).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Vocoder option, e.g. n_iter=64 (griffinlim) or f0_method=dio (world).")
+              help="Vocoder option, e.g. n_iter=64 (griffinlim) or f0_method=dio (world); "
+                   "NAME.KEY=VALUE with --vocoder all (griffinlim.n_iter=64).")
 @convert_options
 @click.option("--half", is_flag=True,
               help="Neural vocoders in float16 (CUDA only): faster, but float16 rounding adds a noise floor "
@@ -252,12 +271,12 @@ def convert_cmd(store, vocoder, checkpoint, options, as_json, **o):
     """Re-synthesise the store's real audio with a vocoder into audio/fake/NAME."""
     from .convert import usable_vocoders
 
-    o["options"] = {k: _parse_value(v) for k, _, v in (x.partition("=") for x in options)}
     checkpoints = _checkpoints(checkpoint, vocoder)
     try:
         names = usable_vocoders(checkpoints) if vocoder == "all" else [vocoder]
     except ValueError as e:
         _fail(str(e))
+    o["options"] = _vocoder_options(options, names, vocoder == "all")
     _run_convert(store, names, checkpoints, o, as_json)
 
 

@@ -125,7 +125,52 @@ def test_convert_command_and_its_errors(sample_data, tmp_path):
     assert r.exit_code == 2 and "--checkpoint" in r.output
     r = run("convert", "--store", store, "--vocoder", "all", "--checkpoint", "x.pt", "--workers", "0")
     assert r.exit_code == 2 and "NAME=PATH" in r.output
+    r = run("convert", "--store", store, "--vocoder", "all", "--option", "n_iter=4", "--workers", "0")
+    assert r.exit_code == 2 and "NAME.KEY=VALUE" in r.output
+    r = run("convert", "--store", store, "--vocoder", "world", "--option", "griffinlim.n_iter=4", "--workers", "0")
+    assert r.exit_code == 2 and "'griffinlim' is not converted" in r.output
     r = run("convert", "--store", store, "--vocoder", "griffinlim", "--option", "n_iter=8", "--workers", "0")
     assert r.exit_code == 2 and "--overwrite" in r.output
     r = run("convert", "--store", store, "--vocoder", "world", "--half", "--workers", "0")
     assert r.exit_code == 2 and "no float16 path" in r.output
+
+
+def test_convert_all_usable_vocoders_and_a_refused_pickle(sample_data, tmp_path):
+    """`--vocoder all` converts with griffinlim, world and every neural vocoder given as
+    NAME=PATH; a pickled checkpoint that would run code is refused (exit 2, nothing written)."""
+    import os
+    import pickle
+
+    import torch
+
+    from pipeline.vocoders.melgan import MelGAN, MelGANConfig
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    shutil.copy(sample_data / "speech/psphinx_goforward.wav", corpus / "a.wav")
+    store = tmp_path / "s.zarr"
+    assert run("run", corpus, "--store", store, "--vocoders", "", *SMALL).exit_code == 0
+    torch.manual_seed(0)
+    MelGAN(MelGANConfig.tiny()).save(tmp_path / "melgan.pt")  # a small trained-format file
+
+    r = run("convert", "--store", store, "--vocoder", "all", "--checkpoint", f"melgan={tmp_path / 'melgan.pt'}",
+            "--option", "griffinlim.n_iter=4", "--workers", "0", "--no-progress")
+    assert r.exit_code == 0, r.output
+    info = json.loads(run("inspect", "--store", store, "--json").stdout)
+    assert {v: info["vocoders"][v]["converted"] for v in info["vocoders"]} == {"griffinlim": 2, "world": 2, "melgan": 2}
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"model": Payload()}, f)
+    for extra in ([], ["--trust-pickle"]):
+        r = run("convert", "--store", store, "--vocoder", "waveglow", "--checkpoint", tmp_path / "evil.pt",
+                "--workers", "0", "--no-progress", *extra)
+        assert r.exit_code == 2, r.output
+        assert ("--trust-pickle" in r.output) if not extra else ("refusing" in r.output)
+    assert not marker.exists()
+    assert "waveglow" not in json.loads(run("inspect", "--store", store, "--json").stdout)["vocoders"]
