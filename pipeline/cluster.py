@@ -9,6 +9,7 @@ travel through the graph). The dict a shard returns is summarised by the progres
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import traceback
@@ -147,6 +148,28 @@ def run_stage(fn: Callable[[int], dict], shards: list[int], where: Placement, de
         with dask_client(where.scheduler, where.local_workers, gpu=gpu) as client:
             return run_shards(fn, shards, client=client, **kw)
     return run_shards(fn, shards, client=where.client, **kw)
+
+
+def worker_device(device: str) -> str:
+    """The device a task uses in this process. ``cuda`` without an index spreads the workers of
+    a machine over its GPUs: a Dask worker named ``k`` (a local cluster numbers them 0..n-1) uses
+    ``cuda:{k mod GPUs}``; outside a worker, or with one GPU, ``cuda`` means the current device.
+    An explicit ``cuda:N`` and ``cpu`` are kept as they are."""
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return device
+    index = int(name) if isinstance(name, int) or str(name).isdigit() else int(hashlib.sha256(str(name).encode()).hexdigest(), 16)
+    return f"cuda:{index % count}"
 
 
 def set_torch_threads(n: int) -> None:

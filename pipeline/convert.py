@@ -51,11 +51,12 @@ _CACHE: dict[str, object] = {}
 
 def get_vocoder(cfg: ConvertConfig):
     """The vocoder for ``cfg``, loaded once per process (each Dask worker keeps its own)."""
+    from .cluster import worker_device
     from .vocoders import load_vocoder
 
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if key not in _CACHE:
-        _CACHE[key] = load_vocoder(cfg.vocoder, checkpoint=cfg.checkpoint, device=cfg.device,
+        _CACHE[key] = load_vocoder(cfg.vocoder, checkpoint=cfg.checkpoint, device=worker_device(cfg.device),
                                    trust_pickle=cfg.trust_pickle, half=cfg.half, **cfg.options)
     return _CACHE[key]
 

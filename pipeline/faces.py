@@ -55,6 +55,8 @@ def get_detector(cfg: FaceConfig):
     if key not in _DETECTORS:
         from facenet_pytorch import MTCNN
 
+        from .cluster import worker_device
+
         LOADS["count"] += 1
         _DETECTORS[key] = MTCNN(
             keep_all=True,
@@ -63,7 +65,7 @@ def get_detector(cfg: FaceConfig):
             factor=cfg.scale_factor,
             post_process=False,
             select_largest=False,
-            device=cfg.device,
+            device=worker_device(cfg.device),
         ).eval()
     return _DETECTORS[key]
 

@@ -38,3 +38,27 @@ def test_gpu_tasks_run_on_workers_that_advertise_a_gpu():
         time.sleep(1)
         assert fut.status == "pending"  # ...but has no worker for a GPU task
         fut.cancel()
+
+
+def test_worker_device_spreads_local_workers_over_the_gpus(monkeypatch):
+    import distributed
+    import torch
+
+    from pipeline.cluster import worker_device
+
+    assert worker_device("cpu") == "cpu" and worker_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_device("cuda") == "cuda"  # not in a Dask worker: the current device
+
+    class Worker:
+        name = 3
+
+    monkeypatch.setattr(distributed, "get_worker", lambda: Worker)
+    assert worker_device("cuda") == "cuda:1" and worker_device("cuda:0") == "cuda:0"
+    Worker.name = 4
+    assert worker_device("cuda") == "cuda:0"
+    Worker.name = "gpu-node-7"  # a named worker of an external cluster: stable, within range
+    assert worker_device("cuda") in ("cuda:0", "cuda:1") and worker_device("cuda") == worker_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_device("cuda") == "cuda"
