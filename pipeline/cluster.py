@@ -42,7 +42,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, gpu: b
         n_workers=n,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: never clashes with another cluster's 8787
         resources={"GPU": 1} if gpu else None,
         silence_logs=40,
     ) as cluster, Client(cluster) as client:
