@@ -50,7 +50,9 @@ class ShardDataset(Dataset):
     float32 (L,), ``mel`` float32 (n_mels, T) for the modalities asked for (zeros when the sample
     lacks one, with ``has_video`` / ``has_audio`` 0); float32 labels ``video_fake``,
     ``audio_fake``, ``sequence_fake``; ints ``pair``, ``split``, ``sync_offset`` (frames) and
-    ``index`` (row in the shards).
+    ``index`` (row in the shards). The per-sample strings (method, vocoder, category, identity,
+    group, id) stay out of the batches: :meth:`strings` returns them for the dataset's samples
+    (``strings("category")[k]`` belongs to sample ``k``), e.g. for per-category metrics.
     """
 
     def __init__(self, path, split: str | list[str] | None = "train",
