@@ -47,6 +47,7 @@ class ConvertConfig:
 
 
 _CACHE: dict[str, object] = {}
+LOADS = {"count": 0}  # vocoder loads in this process (each worker loads a vocoder once)
 
 
 def get_vocoder(cfg: ConvertConfig):
@@ -56,6 +57,7 @@ def get_vocoder(cfg: ConvertConfig):
 
     key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
     if key not in _CACHE:
+        LOADS["count"] += 1
         _CACHE[key] = load_vocoder(cfg.vocoder, checkpoint=cfg.checkpoint, device=worker_device(cfg.device),
                                    trust_pickle=cfg.trust_pickle, half=cfg.half, **cfg.options)
     return _CACHE[key]

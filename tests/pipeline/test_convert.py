@@ -142,3 +142,20 @@ def test_half_precision_is_opt_in_cuda_only_and_recorded(store, tmp_path):
     assert summary.counts["samples"] > 0
     plan = st.store_attrs(store)["stages"]["convert:melgan"]
     assert plan["info"]["config"]["precision"] == "float32" and plan["config"]["half"] is False
+
+
+def _vocoder_loads():
+    return cv.LOADS["count"]
+
+
+def test_on_a_dask_worker_the_vocoder_is_loaded_once(store):
+    """Both shards run as tasks on one worker process, which loads the vocoder once."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster) as client:
+        summary = cv.convert(store, cv.ConvertConfig("griffinlim", options={"n_iter": 4}), client=client,
+                             progress=False)
+        loads = client.run(_vocoder_loads)
+    assert summary.computed == 2 and summary.errors == {}
+    assert list(loads.values()) == [1]
