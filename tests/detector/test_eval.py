@@ -182,3 +182,97 @@ def test_detect_every_sample_video_and_a_wav(av_checkpoint, sample_data, tmp_pat
     assert wav["p_video_fake"] is None and wav["score"] == wav["p_audio_fake"] and wav["clips_with_face"] == 0
     assert "no face found: scored on the audio only" in wav["notes"]
     assert rows["broken.mp4"]["error"].startswith("wrong kind") and rows["broken.mp4"]["score"] is None
+
+
+@pytest.fixture(scope="module")
+def speech_pieces(sample_data):
+    """The real sample speech cut into 1.5 s pieces (one clip each): 24 utterances."""
+    pieces = []
+    for p in sorted((sample_data / "speech").glob("*.wav")):
+        x, sr = sf.read(p, dtype="float32")
+        step = int(1.5 * sr)
+        pieces += [(x[i : i + step], sr) for i in range(0, len(x) - step + 1, step)]
+    return pieces
+
+
+def _voxceleb(pieces, root):
+    """VoxCeleb layout (``dev|test/wav/id<speaker>/<video>/<clip>.wav``), one speaker per piece."""
+    for k, (x, sr) in enumerate(pieces):
+        part = "dev" if k < 20 else "test"
+        (root / part / "wav" / f"id1{k:04d}" / "vid").mkdir(parents=True)
+        sf.write(root / part / "wav" / f"id1{k:04d}" / "vid" / "00001.wav", x, sr)
+    return root
+
+
+def _asvspoof_la(pieces, root):
+    """ASVspoof2019 LA layout: protocols and FLAC files of the train, dev and eval partitions. The
+    pieces are the bona-fide utterances, their Griffin-Lim re-syntheses the spoofs (A01-A03)."""
+    from pipeline.vocoders import load_vocoder
+
+    gl = load_vocoder("griffinlim", n_iter=16)
+    la = root / "LA"
+    (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True)
+    for n, (part, letter, attack, ks) in enumerate([("train", "T", "A01", range(0, 12)), ("dev", "D", "A02", range(12, 18)),
+                                                    ("eval", "E", "A03", range(18, 24))]):
+        flac = la / f"ASVspoof2019_LA_{part}" / "flac"
+        flac.mkdir(parents=True)
+        lines = []
+        for k in ks:
+            x, sr = pieces[k]
+            speaker = f"LA_{k // 2:04d}"
+            sf.write(flac / f"LA_{letter}_{k:07d}.flac", x, sr, format="FLAC")
+            sf.write(flac / f"LA_{letter}_{k + 100:07d}.flac", gl.copy_synthesize(x[None], sr)[0], sr, format="FLAC")
+            lines += [f"{speaker} LA_{letter}_{k:07d} - - bonafide", f"{speaker} LA_{letter}_{k + 100:07d} - {attack} spoof"]
+        name = f"ASVspoof2019.LA.cm.{part}.{'trn' if part == 'train' else 'trl'}.txt"
+        (la / "ASVspoof2019_LA_cm_protocols" / name).write_text("\n".join(lines) + "\n")
+    return la
+
+
+@pytest.mark.slow
+def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
+    """The README's CVT-vs-ASVspoof -> In-the-Wild commands, as written there (plus a tiny preset,
+    two epochs, no Dask workers), on tiny corpora of real speech in the three layouts: both runs
+    have a validation split, both checkpoints are evaluated on the same In-the-Wild shards."""
+    from pipeline.cli import main as data
+
+    from detector.cli import train_main
+    from detector.data import ShardDataset
+
+    def run(cmd, args):
+        r = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    quick = ["--workers", 0, "--no-progress"]
+    tiny = ["--preset", "tiny", "--epochs", 2, "--no-progress"]
+    w = tmp_path
+    vox = _voxceleb(speech_pieces, w / "voxceleb")
+    run(data, ["manifest", "voxceleb", vox, "-o", w / "vox.jsonl"])
+    run(data, ["extract", w / "vox.jsonl", "--store", w / "vox.zarr", *quick])
+    run(data, ["convert", "--store", w / "vox.zarr", "--vocoder", "all", *quick])
+    run(data, ["build-shards", "--store", w / "vox.zarr", "--out", w / "cvt.zarr", "--pairs", "own,vocoded",
+               "--balance", "label", "--no-keep-splits", "--splits", "train=0.8,val=0.1,test=0.1", *quick])
+    assert len(ShardDataset(w / "cvt.zarr", split="val")) > 0  # VoxCeleb has dev and test only: re-split
+    cvt = json.loads(run(train_main, ["--shards", w / "cvt.zarr", "--model", "audio", "--out", w / "runs/cvt", *tiny]))
+    assert cvt["best_epoch"] >= 0  # validated: the best checkpoint was chosen on val
+
+    la = _asvspoof_la(speech_pieces, w / "asvspoof")
+    run(data, ["manifest", "asvspoof2019_la", la, "-o", w / "la.jsonl"])
+    run(data, ["extract", w / "la.jsonl", "--store", w / "la.zarr", *quick])
+    run(data, ["build-shards", "--store", w / "la.zarr", "--out", w / "la-shards.zarr", "--pairs", "own", *quick])
+    assert len(ShardDataset(w / "la-shards.zarr", split="val")) > 0  # LA's dev partition
+    asv = json.loads(run(train_main, ["--shards", w / "la-shards.zarr", "--model", "audio", "--out", w / "runs/asvspoof",
+                                      *tiny]))
+    assert asv["best_epoch"] >= 0
+
+    run(data, ["manifest", "in_the_wild", in_the_wild, "-o", w / "itw.jsonl"])
+    run(eval_main, ["--checkpoint", w / "runs/cvt/best.pt", "--manifest", w / "itw.jsonl", "--out",
+                    w / "reports/cvt-on-itw"])
+    run(eval_main, ["--checkpoint", w / "runs/asvspoof/best.pt", "--shards", w / "reports/cvt-on-itw/_data/shards.zarr",
+                    "--out", w / "reports/asvspoof-on-itw"])
+    n = len((in_the_wild / "meta.csv").read_text().splitlines()) - 1
+    for name in ("cvt-on-itw", "asvspoof-on-itw"):
+        m = json.loads((w / "reports" / name / "metrics.json").read_text())
+        assert list(m["modes"]) == ["audio"] and 0 <= m["modes"]["audio"]["auc"] <= 1
+        assert m["file_level"]["audio"]["n"] == n
+        assert "| audio head | audio |" in (w / "reports" / name / "report.md").read_text()
