@@ -32,9 +32,10 @@ def write_report(result: dict, out_dir, title: str = "Evaluation", visuals: list
     plots += (plot_robustness(result, out / "robustness.png"),) if "robustness" in result else ()
     lines = markdown(result, title, [p for p in plots if p])
     if visuals:
-        lines += ["", "## Visualizations", "", "What the model looks at (definitions in `detector/visualize.py`): "
-                  "face patches with the highest and lowest scores, Grad-CAM over frames, mel spectrograms of a real "
-                  "clip and its re-synthesis with the attention over time.", ""]
+        lines += ["", "## Visualizations", "",
+                  ("What the model looks at (definitions in `detector/visualize.py`): face patches with the highest "
+                   "and lowest scores, Grad-CAM over frames, mel spectrograms of a real clip and its re-synthesis "
+                   "with the attention over time."), ""]
         lines += [f"![{Path(v).stem}]({Path(v).relative_to(out).as_posix()})" for v in visuals]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return [out / "metrics.json", out / "report.md", *[p for p in plots if p]]
@@ -61,9 +62,9 @@ def markdown(r: dict, title: str, plots: list[Path]) -> list[str]:
         lines += _table(["head", "accuracy", "AUC", "EER", "AP", "n"],
                         [[m, _f(v["acc"]), _f(v["auc"]), _f(v["eer"]), _f(v["ap"]), v["n"]]
                          for m, v in r["modalities"].items()])
-    lines += ["", "## Per category", "", "Accuracy on the category's samples; AUC, EER and AP of the category "
-              "against the real samples (\"-\" for the real category itself, and where there are no real samples).",
-              ""]
+    lines += ["", "## Per category", "",
+              ("Accuracy on the category's samples; AUC, EER and AP of the category against the real samples "
+               "(\"-\" for the real category itself, and where there are no real samples)."), ""]
     cats = sorted({c for m in modes for c in r["per_category"][m]})
     rows = []
     for c in cats:
@@ -92,8 +93,8 @@ def _robustness_md(r: dict, modes: list[str]) -> list[str]:
     lines = ["", "## Robustness", ""]
     if "skipped" in rob:
         return lines + [rob["skipped"]]
-    lines += ["Each corruption applied to the video with probability 0.5 per clip (seeded); drop = clean - "
-              "corrupted.", ""]
+    lines += ["Each corruption applied to the video with probability 0.5 per clip (seeded); drop = clean - corrupted.",
+              ""]
     rows = []
     for kind, per_mode in rob.items():
         for m in modes:
@@ -109,15 +110,16 @@ def _unseen_md(r: dict, modes: list[str]) -> list[str]:
     lines = ["", "## Unseen category", ""]
     if "skipped" in u:
         return lines + [u["skipped"]]
-    lines += [f"Held out in training: {', '.join(u['categories'])} ({u['n_heldout']} samples), against the "
-              f"{u['n_real']} real samples of the evaluated split(s) ({', '.join(r['splits'])}).", ""]
+    lines += [(f"Held out in training: {', '.join(u['categories'])} ({u['n_heldout']} samples), against the "
+               f"{u['n_real']} real samples of the evaluated split(s) ({', '.join(r['splits'])})."), ""]
     return lines + _table(["mode", "accuracy", "AUC", "EER", "AP"],
                           [[m, _f(u[m]["acc"]), _f(u[m]["auc"]), _f(u[m]["eer"]), _f(u[m]["ap"])] for m in modes])
 
 
 def _shortcuts_md(r: dict, modes: list[str]) -> list[str]:
-    lines = ["", "## Shortcut audit", "", "The AUC that each trivial cue reaches alone on the same samples "
-             "(direction-free). A detector result means little when a trivial cue reaches it too.", ""]
+    lines = ["", "## Shortcut audit", "",
+             ("The AUC that each trivial cue reaches alone on the same samples (direction-free). A detector result "
+              "means little when a trivial cue reaches it too."), ""]
     labels = sorted({lab for cue in r["shortcuts"].values() for lab in cue})
     heads = {**r.get("modalities", {}), **{m: v for m, v in r["modes"].items() if m in ("video", "audio")}}
     det = {"sequence_fake": max([r["modes"][m]["auc"] for m in modes if m in ("sync", "two_stream")] or [float("nan")]),

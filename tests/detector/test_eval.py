@@ -88,7 +88,8 @@ def test_unseen_category_and_the_audio_model(audio_checkpoint, speech_shards, tm
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "## Unseen category" in text
     n_real = result["per_category"]["audio"]["real"]["n"]
-    assert result["unseen"]["n_real"] == n_real and f"the {n_real} real samples of the evaluated split(s) (test)" in text
+    assert result["unseen"]["n_real"] == n_real
+    assert f"the {n_real} real samples of the evaluated split(s) (test)" in text
     assert all(f.exists() for f in files)
     with pytest.raises(ValueError, match="holds vocoder:world, not 'melgan'"):
         evaluate_shards(model, cfg, held, holdout="melgan")
@@ -212,8 +213,9 @@ def _asvspoof_la(pieces, root):
     gl = load_vocoder("griffinlim", n_iter=16)
     la = root / "LA"
     (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True)
-    for n, (part, letter, attack, ks) in enumerate([("train", "T", "A01", range(0, 12)), ("dev", "D", "A02", range(12, 18)),
-                                                    ("eval", "E", "A03", range(18, 24))]):
+    partitions = [("train", "T", "A01", range(12)), ("dev", "D", "A02", range(12, 18)),
+                  ("eval", "E", "A03", range(18, 24))]
+    for part, letter, attack, ks in partitions:
         flac = la / f"ASVspoof2019_LA_{part}" / "flac"
         flac.mkdir(parents=True)
         lines = []
@@ -222,7 +224,8 @@ def _asvspoof_la(pieces, root):
             speaker = f"LA_{k // 2:04d}"
             sf.write(flac / f"LA_{letter}_{k:07d}.flac", x, sr, format="FLAC")
             sf.write(flac / f"LA_{letter}_{k + 100:07d}.flac", gl.copy_synthesize(x[None], sr)[0], sr, format="FLAC")
-            lines += [f"{speaker} LA_{letter}_{k:07d} - - bonafide", f"{speaker} LA_{letter}_{k + 100:07d} - {attack} spoof"]
+            lines += [f"{speaker} LA_{letter}_{k:07d} - - bonafide",
+                      f"{speaker} LA_{letter}_{k + 100:07d} - {attack} spoof"]
         name = f"ASVspoof2019.LA.cm.{part}.{'trn' if part == 'train' else 'trl'}.txt"
         (la / "ASVspoof2019_LA_cm_protocols" / name).write_text("\n".join(lines) + "\n")
     return la
@@ -233,10 +236,9 @@ def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
     """The README's CVT-vs-ASVspoof -> In-the-Wild commands, as written there (plus a tiny preset,
     two epochs, no Dask workers), on tiny corpora of real speech in the three layouts: both runs
     have a validation split, both checkpoints are evaluated on the same In-the-Wild shards."""
-    from pipeline.cli import main as data
-
     from detector.cli import train_main
     from detector.data import ShardDataset
+    from pipeline.cli import main as data
 
     def run(cmd, args):
         r = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
@@ -261,8 +263,8 @@ def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
     run(data, ["extract", w / "la.jsonl", "--store", w / "la.zarr", *quick])
     run(data, ["build-shards", "--store", w / "la.zarr", "--out", w / "la-shards.zarr", "--pairs", "own", *quick])
     assert len(ShardDataset(w / "la-shards.zarr", split="val")) > 0  # LA's dev partition
-    asv = json.loads(run(train_main, ["--shards", w / "la-shards.zarr", "--model", "audio", "--out", w / "runs/asvspoof",
-                                      *tiny]))
+    asv = json.loads(run(train_main, ["--shards", w / "la-shards.zarr", "--model", "audio",
+                                      "--out", w / "runs/asvspoof", *tiny]))
     assert asv["best_epoch"] >= 0
 
     run(data, ["manifest", "in_the_wild", in_the_wild, "-o", w / "itw.jsonl"])
