@@ -31,9 +31,13 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
                no_progress):
     """Train a detector (av: the {2+1}-stream network; av-noatt; video; audio) on SHARDS.
 
+    Prints the result as JSON (under torchrun, rank 0 alone): best validation score and epoch,
+    steps, why it stopped, and the checkpoints; best_checkpoint is null when the run stopped
+    (--max-steps) before its first validation.
+
     Multi-GPU: torchrun --nproc_per_node N $(which avdd-train) --shards ... (DDP)."""
     from . import config as C
-    from .train import train
+    from .train import is_main_process, train
 
     try:
         cfg = C.load(config_path, preset=preset, model=model)
@@ -45,7 +49,8 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
         result = train(shards, out, cfg, resume=resume, device=device, progress=not no_progress, overrides=overrides)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
-    click.echo(json.dumps(result, indent=2))
+    if is_main_process():  # under torchrun, rank 0 reports for all
+        click.echo(json.dumps(result, indent=2))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

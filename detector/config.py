@@ -105,10 +105,12 @@ class TrainConfig:
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     seed: int = 0
     num_workers: int = 2
-    early_stopping: int = 5  # epochs without a better validation AUC before stopping; 0: never
+    # validations in a row without a better select_on score before stopping (the count is kept in
+    # last.pt: --resume continues it, and a run that stopped early stays stopped); 0: never
+    early_stopping: int = 5
     select_on: str = "auc"  # validation metric of the main output that picks the best checkpoint
     train_split: str = "train"
-    val_split: str = "val"  # "" : no validation (best checkpoint = last)
+    val_split: str = "val"  # "": no validation (best.pt = the last model)
     pairs: tuple[str, ...] = ()  # pair types to train and validate on; empty: all
     max_steps: int = 0  # > 0: stop after this many optimizer steps (tests, smoke runs)
     log_every: int = 10  # steps between CSV log rows

@@ -3,9 +3,13 @@ DDP under torchrun, fixed seeds, validation every epoch, best-checkpoint selecti
 stopping, a CSV log, and exact resumption.
 
 A run directory holds ``config.json`` (the resolved experiment), ``log.csv``, ``last.pt`` (all
-state needed to continue: model, optimizer, scheduler, scaler, RNG, epoch and batch position) and
-``best.pt``. Checkpoints hold tensors, numbers and plain dicts only: they load with
-``torch.load(weights_only=True)``.
+state needed to continue: model, optimizer, scheduler, scaler, RNG, epoch and batch position,
+best score and the validations since it) and ``best.pt`` (the model of the best validation so far;
+without a validation set, the last). Checkpoints hold tensors, numbers and plain dicts only: they
+load with ``torch.load(weights_only=True)``.
+
+Under torchrun (DDP) rank 0 validates and writes the run; every rank takes its decisions (best
+score, early-stopping count) from rank 0, and only rank 0 reports (:func:`is_main_process`).
 
 Data order: the sample order of epoch ``e`` is a permutation seeded by (seed, e), and every
 augmentation by (seed, e, sample index), so a resumed run sees exactly the batches it would have
@@ -14,6 +18,7 @@ seen, from the batch it stopped at.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -69,6 +74,15 @@ def _distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0: the one process that writes and reports a run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _device(requested: str, local_rank: int) -> torch.device:
@@ -170,11 +184,54 @@ def _flat(metrics: dict) -> dict:
     return {f"{k}_{head}": v[k] for head, v in metrics.items() for k in ("acc", "auc")}
 
 
+def _finished(pos: dict, tc) -> str | None:
+    """Why a run at position ``pos`` is done ("max_steps", "early_stopping", "epochs"), or None."""
+    if tc.max_steps and pos["step"] >= tc.max_steps:
+        return "max_steps"
+    if tc.early_stopping and pos["stale"] >= tc.early_stopping:
+        return "early_stopping"
+    if pos["epoch"] >= tc.epochs:
+        return "epochs"
+    return None
+
+
+def _better(score: float, best: float | None) -> bool:
+    """A first score is the best so far; a finite one beats any earlier NaN (e.g. the AUC of a
+    one-class validation set) and any lower one."""
+    if best is None:
+        return True
+    return bool(np.isfinite(score) and (not np.isfinite(best) or score > best))
+
+
+def _validate(net, loader, device, amp: bool, pos: dict, epoch: int, main: str, select_on: str, log) -> bool:
+    """Validate after ``epoch`` and log it; updates ``pos`` (best score, its epoch, validations
+    since it) and returns whether this model is the best so far."""
+    figures = evaluate(net, loader, device, amp)
+    log.write(phase="val", epoch=epoch, step=pos["step"], **_flat(figures))
+    score = float(figures.get(main, {}).get(select_on, float("nan")))
+    if _better(score, pos["best"]):
+        pos["best"], pos["best_epoch"], pos["stale"] = score, epoch, 0
+        return True
+    pos["stale"] += 1
+    return False
+
+
 def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = False, device: str = "auto",
           progress: bool = True, overrides: dict | None = None) -> dict:
-    """Train (or with ``resume``, continue) a run in ``out_dir``; returns the best validation
-    figures and where the checkpoints are. A resumed run takes its config from its checkpoint;
-    ``overrides`` (train fields, e.g. ``{"max_steps": 20}``) apply on top, in both cases."""
+    """Train (or with ``resume``, continue) a run in ``out_dir``.
+
+    A resumed run takes its config from its checkpoint; ``overrides`` (train fields, e.g.
+    ``{"max_steps": 20}``) apply on top, in both cases. Early stopping counts the validations
+    since the best one across resumptions (the count is kept in ``last.pt``): a run that stopped
+    early stays stopped when resumed, unless ``early_stopping`` is overridden (larger, or 0).
+
+    Returns a dict: ``best`` (the best validation score of the main output, None before any
+    validation or when it was NaN), ``best_epoch`` (-1: none), ``steps``, ``epochs`` (completed),
+    ``stopped`` ("epochs", "max_steps" or "early_stopping"), ``out``, ``last`` (path of
+    ``last.pt``) and ``best_checkpoint``: the path of ``best.pt``, or None when the run has a
+    validation set but stopped (``max_steps``) before its first validation: there is no best
+    model yet, and ``last`` is the checkpoint to use or resume.
+    """
     from tqdm.auto import tqdm
 
     from .builder import build_model
@@ -192,7 +249,7 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
         cfg = _config_from(state["config"])
     elif last_path.exists():
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    cfg = cfg or ExperimentConfig()
+    cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig()  # overrides leave the caller's alone
     for key, value in (overrides or {}).items():
         if not hasattr(cfg.train, key):
             raise ValueError(f"Unknown train setting {key!r}")
@@ -219,13 +276,15 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(tc, total))
     amp = tc.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "patience": tc.early_stopping}
+    # stale: validations since the best one (early stopping); kept in last.pt, so that --resume continues it
+    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "stale": 0}
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        pos = dict(state["position"])
+        if state["scaler"]:  # empty when saved without mixed precision (e.g. a CPU run)
+            scaler.load_state_dict(state["scaler"])
+        pos.update(state["position"])
     log = CsvLog(out_dir / "log.csv", rank == 0)
     main = MAIN_OUTPUT[cfg.model.name]
 
@@ -238,8 +297,8 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
                         "config": cfg.to_dict(), "avdd_version": _version()}, tmp)
             os.replace(tmp, path)
 
-    stop = False
-    while pos["epoch"] < tc.epochs and not stop:
+    reason = _finished(pos, tc)
+    while reason is None:
         epoch = pos["epoch"]
         sampler.set_epoch(epoch, pos["batch"] * tc.batch_size)
         for ds in (train_ds, val_ds):
@@ -274,31 +333,26 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
                 log.write(phase="train", epoch=epoch, step=pos["step"], lr=sched.get_last_lr()[0],
                           loss=loss.item(), **{f"loss_{k}": float(v) for k, v in parts.items()})
             if tc.max_steps and pos["step"] >= tc.max_steps:
-                stop = True
                 break
-        if not stop:
+        if not (tc.max_steps and pos["step"] >= tc.max_steps):  # the epoch is complete: validate
             pos["epoch"], pos["batch"] = epoch + 1, 0
-        if val_loader is not None and not stop:
-            figures = evaluate(net, val_loader, dev, amp)
-            log.write(phase="val", epoch=epoch, step=pos["step"], **_flat(figures))
-            score = figures.get(main, {}).get(tc.select_on, float("nan"))
-            if pos["best"] is None or (np.isfinite(score) and score > pos["best"]):
-                pos["best"], pos["best_epoch"], pos["patience"] = float(score), epoch, tc.early_stopping
+            if val_loader is not None and _validate(net, val_loader, dev, amp, pos, epoch, main, tc.select_on, log):
                 save(best_path)
-            elif tc.early_stopping:
-                pos["patience"] -= 1
-                stop = pos["patience"] <= 0
-        if world > 1:  # rank 0 validates: every rank follows its decision
+        if world > 1:  # rank 0 validates: every rank takes its best score and count
             import torch.distributed as dist
 
-            flag = [stop]
-            dist.broadcast_object_list(flag, src=0)
-            stop = flag[0]
+            shared = [pos]
+            dist.broadcast_object_list(shared, src=0)
+            pos = shared[0]
         save(last_path)
-    if val_loader is None:
+        reason = _finished(pos, tc)
+    if val_ds is None:  # no validation: the best checkpoint is the last
         save(best_path)
-    return {"out": str(out_dir), "best": pos["best"], "best_epoch": pos["best_epoch"], "steps": pos["step"],
-            "epochs": pos["epoch"], "last": str(last_path), "best_checkpoint": str(best_path)}
+    has_best = val_ds is None or pos["best_epoch"] >= 0
+    best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
+    return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
+            "epochs": pos["epoch"], "stopped": reason, "last": str(last_path),
+            "best_checkpoint": str(best_path) if has_best else None}
 
 
 class _Transformed(torch.utils.data.Dataset):

@@ -3,6 +3,8 @@
 import csv
 import dataclasses
 import json
+import math
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from detector import config as C
+from detector import train as T
 from detector.augment import Augment
 from detector.cli import train_main
 from detector.data import ShardDataset
@@ -90,7 +93,8 @@ def test_cli_runs_writes_and_refuses(speech_shards, tmp_path):
             "--max-steps", "2", "--no-progress"]
     r = CliRunner().invoke(train_main, args)
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["steps"] == 2
+    printed = json.loads(r.output)
+    assert printed["steps"] == 2 and printed["best_checkpoint"] is None  # stopped before its first validation
     assert {p.name for p in out.iterdir()} >= {"config.json", "log.csv", "last.pt"}
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"]["name"] == "audio" and saved["train"]["max_steps"] == 2
@@ -103,20 +107,91 @@ def test_cli_runs_writes_and_refuses(speech_shards, tmp_path):
     assert r.exit_code == 2 and "no 'train' samples with video" in r.output
 
 
+def n_samples(shards, split, mods):
+    return len(ShardDataset(shards, split=split, modalities=mods, require=mods))
+
+
+def test_a_run_stopped_before_its_first_validation_has_no_best_checkpoint(speech_shards, tmp_path):
+    cfg = C.tiny("audio")
+    cfg.train.batch_size = 16
+    run = tmp_path / "run"
+    result = train(speech_shards, run, cfg, progress=False, overrides={"max_steps": 2})
+    assert result["stopped"] == "max_steps" and result["best_epoch"] == -1 and result["best"] is None
+    assert result["best_checkpoint"] is None and not (run / "best.pt").exists()
+    assert (run / "last.pt").is_file() and result["last"] == str(run / "last.pt")
+    # resumed past the end of epoch 0, it validates once: now best.pt holds that model
+    per_epoch = math.ceil(n_samples(speech_shards, "train", ("audio",)) / 16)
+    result = train(speech_shards, run, resume=True, progress=False, overrides={"max_steps": per_epoch + 1})
+    assert result["steps"] == per_epoch + 1 and result["best_epoch"] == 0 and result["best"] is not None
+    best = torch.load(result["best_checkpoint"], weights_only=True)
+    assert best["position"]["step"] == per_epoch and best["position"]["best_epoch"] == 0
+
+
+def test_without_validation_the_best_checkpoint_is_the_last(speech_shards, tmp_path):
+    cfg = C.tiny("audio")
+    cfg.train.batch_size, cfg.train.val_split = 16, ""
+    result = train(speech_shards, tmp_path / "run", cfg, progress=False, overrides={"max_steps": 2})
+    best = torch.load(result["best_checkpoint"], weights_only=True)
+    last = torch.load(result["last"], weights_only=True)
+    assert best["position"]["step"] == last["position"]["step"] == 2
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+
+
+def test_early_stopping_counts_across_resume(speech_shards, tmp_path, monkeypatch):
+    """Validation scores are scripted (the model's own would not reliably stall): early stopping
+    with patience 2 stops 2 validations after the best one, a resumed run continues the count
+    it had reached, a NaN score (a one-class validation set's AUC) is beaten by any finite one,
+    and resuming a run that stopped early trains no further."""
+    aucs = iter([float("nan"), 0.6, 0.7, 0.65, 0.66, 0.9, 0.95])
+    validated = []
+
+    def scripted(model, loader, device, amp=False):
+        validated.append(1)
+        return {"audio": {"acc": 0.5, "auc": next(aucs), "n": len(loader.dataset)}}
+
+    monkeypatch.setattr(T, "evaluate", scripted)
+    cfg = C.tiny("audio")
+    cfg.train.batch_size, cfg.train.early_stopping = 128, 2  # one step per epoch
+    run = tmp_path / "run"
+    first = train(speech_shards, run, cfg, progress=False, overrides={"epochs": 4})
+    assert first["stopped"] == "epochs" and first["best"] == 0.7 and first["best_epoch"] == 2
+    assert torch.load(run / "last.pt", weights_only=True)["position"]["stale"] == 1  # 0.65 after 0.7
+    resumed = train(speech_shards, run, resume=True, progress=False, overrides={"epochs": 10})
+    # 0.66 is the second validation without a better score: stop after epoch 4 of 10
+    # (a count restarted on resume would go on to epoch 5's 0.9)
+    assert resumed["stopped"] == "early_stopping" and resumed["epochs"] == 5 < 10 and resumed["steps"] == 5
+    assert resumed["best"] == 0.7 and resumed["best_epoch"] == 2 and len(validated) == 5
+    assert torch.load(resumed["best_checkpoint"], weights_only=True)["position"]["step"] == 3
+    rows = [r for r in csv.DictReader(open(run / "log.csv")) if r["phase"] == "val"]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    again = train(speech_shards, run, resume=True, progress=False, overrides={"epochs": 10})
+    assert again["stopped"] == "early_stopping" and again["steps"] == 5 and len(validated) == 5
+
+
 @pytest.mark.slow
 def test_ddp_under_torchrun_on_cpu(speech_shards, tmp_path):
-    """Two processes (gloo on CPU) train one model under torchrun; rank 0 writes the run, whose
-    checkpoint holds the unwrapped model at the step both ranks reached."""
-    import os
+    """Two processes (gloo on CPU) train one epoch of one model under torchrun, each on half of
+    the training set; rank 0 validates, writes the run (its checkpoint holds the unwrapped model
+    at the step both ranks reached) and alone prints the result."""
     import subprocess
     import sys
 
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "detector.cli", "--shards", str(speech_shards), "--model", "audio", "--out", str(out),
-           "--preset", "tiny", "--max-steps", "3", "--device", "cpu", "--no-progress"]
+           "--preset", "tiny", "--epochs", "1", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"best_checkpoint"') == 1, r.stdout  # one result, from rank 0
+    result = json.loads(r.stdout)
+    per_rank = math.ceil(math.ceil(n_samples(speech_shards, "train", ("audio",)) / 2) / C.tiny().train.batch_size)
+    assert result["steps"] == per_rank and result["epochs"] == 1 and result["stopped"] == "epochs"
+    assert result["best_epoch"] == 0 and result["best"] is not None
     state = torch.load(out / "last.pt", weights_only=True)
-    assert state["position"]["step"] == 3 and not any(k.startswith("module.") for k in state["model"])
+    assert state["position"]["step"] == per_rank and not any(k.startswith("module.") for k in state["model"])
+    best = torch.load(result["best_checkpoint"], weights_only=True)
+    assert all(torch.equal(best["model"][k], state["model"][k]) for k in state["model"])
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    val = [r for r in rows if r["phase"] == "val"]
+    assert len(val) == 1 and val[0]["epoch"] == "0" and 0 <= float(val[0]["auc_audio"]) <= 1
