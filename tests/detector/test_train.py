@@ -168,6 +168,36 @@ def test_early_stopping_counts_across_resume(speech_shards, tmp_path, monkeypatc
     assert again["stopped"] == "early_stopping" and again["steps"] == 5 and len(validated) == 5
 
 
+def test_video_model_trains_on_video_only_samples(av_shards, tmp_path, monkeypatch):
+    """FF++ items have no audio track: the video model trains on them (the av model leaves them
+    out). The fixture's split puts the FF++ items in 'val', so this run trains on that split."""
+    seen = []
+    to_device = T._to
+
+    def spy(batch, device):
+        seen.append({k: batch[k].clone() for k in ("has_audio", "has_video", "index", "video")})
+        return to_device(batch, device)
+
+    monkeypatch.setattr(T, "_to", spy)
+    cfg = C.tiny("video")
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.log_every = 1, 4, 1
+    cfg.train.train_split, cfg.train.val_split = "val", ""
+    ds = ShardDataset(av_shards, split="val", modalities=("video",), require=("video",))
+    ffpp = {str(i) for i, a in zip(ds.strings("id"), ds.table["audio"]) if a < 0}
+    assert ffpp >= {"original/004", "NeuralTextures/004_982"}  # the fixture's FF++ items: no audio
+    assert n_samples(av_shards, "val", ("video", "audio")) < len(ds)
+    result = train(av_shards, tmp_path / "run", cfg, progress=False)
+    assert result["steps"] == math.ceil(len(ds) / 4) and result["stopped"] == "epochs"
+    has_audio = torch.cat([b["has_audio"] for b in seen])
+    videos = torch.cat([b["video"] for b in seen])
+    assert sorted(torch.cat([b["index"] for b in seen]).tolist()) == sorted(ds.index.tolist())
+    assert int((has_audio == 0).sum()) == int((ds.table["audio"] < 0).sum()) > 0
+    assert torch.cat([b["has_video"] for b in seen]).all() and videos[has_audio == 0].float().std() > 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert len(rows) == result["steps"] and all(math.isfinite(float(r["loss_video"])) for r in rows)
+    assert all(r["loss_audio"] == "" and r["loss_sync"] == "" for r in rows)
+
+
 @pytest.mark.slow
 def test_ddp_under_torchrun_on_cpu(speech_shards, tmp_path):
     """Two processes (gloo on CPU) train one epoch of one model under torchrun, each on half of
