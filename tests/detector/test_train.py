@@ -198,6 +198,45 @@ def test_video_model_trains_on_video_only_samples(av_shards, tmp_path, monkeypat
     assert all(r["loss_audio"] == "" and r["loss_sync"] == "" for r in rows)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_on_cuda_resumes_with_its_scaler(av_shards, tmp_path, monkeypatch):
+    """The tiny av model 3 steps on the GPU in mixed precision, then 3 more resumed: float16
+    logits under autocast, finite losses, the GradScaler's state in last.pt and continued on
+    resume, consecutive steps. Skipped without a CUDA device (CI has none); where there is one:
+    pytest tests/detector/test_train.py -k cuda -s"""
+    import detector.losses
+
+    dtypes = []
+    loss = detector.losses.compute_loss
+
+    def spy(outputs, batch, weights=None):
+        dtypes.append(outputs["logit_sync"].dtype)
+        return loss(outputs, batch, weights)
+
+    monkeypatch.setattr(detector.losses, "compute_loss", spy)  # train() imports it at each call
+    cfg = C.tiny("av")
+    cfg.train.batch_size, cfg.train.val_split, cfg.train.log_every = 4, "", 1
+    assert cfg.train.amp
+    run = tmp_path / "run"
+    first = train(av_shards, run, cfg, device="cuda", progress=False, overrides={"max_steps": 3})
+    a = torch.load(run / "last.pt", weights_only=True)
+    assert first["steps"] == 3 and a["position"]["step"] == 3 and a["scheduler"]["last_epoch"] == 3
+    assert set(a["scaler"]) >= {"scale", "_growth_tracker"} and a["scaler"]["scale"] > 0 and a["cuda_rng"]
+    resumed = train(av_shards, run, resume=True, device="cuda", progress=False, overrides={"max_steps": 6})
+    b = torch.load(run / "last.pt", weights_only=True)
+    assert resumed["steps"] == 6 and b["position"]["step"] == 6 and b["scheduler"]["last_epoch"] == 6
+    assert dtypes == [torch.float16] * 6
+    # the scaler went on from its saved state: the same scale 3 more unskipped steps on, or a
+    # smaller one after an overflow (a fresh scaler would restart at 2**16 with a count of 3)
+    s1, t1 = a["scaler"]["scale"], a["scaler"]["_growth_tracker"]
+    s2, t2 = b["scaler"]["scale"], b["scaler"]["_growth_tracker"]
+    assert s2 < s1 or (s2 == s1 and t2 == t1 + 3), (a["scaler"], b["scaler"])
+    rows = [r for r in csv.DictReader(open(run / "log.csv")) if r["phase"] == "train"]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "loss_video", "loss_audio", "loss_sync"))
+    assert all(torch.isfinite(v).all() for v in b["model"].values() if v.is_floating_point())
+
+
 @pytest.mark.slow
 def test_ddp_under_torchrun_on_cpu(speech_shards, tmp_path):
     """Two processes (gloo on CPU) train one epoch of one model under torchrun, each on half of
