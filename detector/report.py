@@ -148,6 +148,11 @@ def _plt():
     return plt
 
 
+def _labelled(ax, bars, values) -> None:
+    """Each bar's value above it, so that a zero bar reads as 0 and not as missing (NaN: "-")."""
+    ax.bar_label(bars, ["-" if v is None or math.isnan(v) else f"{v:.2f}" for v in values], fontsize=7, padding=1)
+
+
 def plot_roc(r: dict, path: Path) -> Path | None:
     curves = {m: c for m, c in r["curves"].items() if c["fpr"]}
     if not curves:
@@ -175,10 +180,10 @@ def plot_categories(r: dict, path: Path) -> Path | None:
     width = 0.8 / len(modes)
     for k, m in enumerate(modes):
         acc = [r["per_category"][m].get(c, {}).get("acc", float("nan")) for c in cats]
-        ax.bar([i + k * width for i in range(len(cats))], acc, width, label=MODE_TITLES[m])
+        _labelled(ax, ax.bar([i + k * width for i in range(len(cats))], acc, width, label=MODE_TITLES[m]), acc)
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(cats))], cats, rotation=30, ha="right",
                   fontsize=8)
-    ax.set(ylabel="accuracy", ylim=(0, 1.05), title="Accuracy per category")
+    ax.set(ylabel="accuracy", ylim=(0, 1.1), title="Accuracy per category")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -195,10 +200,10 @@ def plot_robustness(r: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(modes)
     for k, m in enumerate(modes):
-        ax.bar([i + k * width for i in range(len(kinds))], [rob[kind][m]["auc"] for kind in kinds], width,
-               label=MODE_TITLES[m])
+        auc = [rob[kind][m]["auc"] for kind in kinds]
+        _labelled(ax, ax.bar([i + k * width for i in range(len(kinds))], auc, width, label=MODE_TITLES[m]), auc)
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(kinds))], kinds, rotation=15, fontsize=8)
-    ax.set(ylabel="AUC", ylim=(0, 1.05), title="Robustness (corruption with p = 0.5)")
+    ax.set(ylabel="AUC", ylim=(0, 1.1), title="Robustness (corruption with p = 0.5)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
