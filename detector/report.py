@@ -183,8 +183,8 @@ def plot_categories(r: dict, path: Path) -> Path | None:
         _labelled(ax, ax.bar([i + k * width for i in range(len(cats))], acc, width, label=MODE_TITLES[m]), acc)
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(cats))], cats, rotation=30, ha="right",
                   fontsize=8)
-    ax.set(ylabel="accuracy", ylim=(0, 1.1), title="Accuracy per category")
-    ax.legend(fontsize=8)
+    ax.set(ylabel="accuracy", ylim=(0, 1.25), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], title="Accuracy per category")
+    ax.legend(fontsize=8, loc="upper left", ncol=len(modes))  # above the bars and their values
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -203,8 +203,9 @@ def plot_robustness(r: dict, path: Path) -> Path | None:
         auc = [rob[kind][m]["auc"] for kind in kinds]
         _labelled(ax, ax.bar([i + k * width for i in range(len(kinds))], auc, width, label=MODE_TITLES[m]), auc)
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(kinds))], kinds, rotation=15, fontsize=8)
-    ax.set(ylabel="AUC", ylim=(0, 1.1), title="Robustness (corruption with p = 0.5)")
-    ax.legend(fontsize=8)
+    ax.set(ylabel="AUC", ylim=(0, 1.25), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
+           title="Robustness (corruption with p = 0.5)")
+    ax.legend(fontsize=8, loc="upper left", ncol=len(modes))  # above the bars and their values
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
