@@ -7,7 +7,7 @@
 # FF++ NeuralTextures video has no soundtrack: only a video model reads it) -> avdd-detect on
 # every sample video and a wav file.
 #
-#   bash docs/example-report/make_report.sh [WORK_DIR]      (about 25 minutes on 2 CPU cores)
+#   bash docs/example-report/make_report.sh [WORK_DIR]      (30-60 minutes on 2 CPU cores)
 #
 # Four of the six sample videos have a soundtrack (the FF++ ones have none, as in FF++), so the
 # detector sees a few hundred samples of four people: the report shows what the tools produce,
