@@ -10,8 +10,9 @@ import pytest
 def speech_shards(sample_data, tmp_path_factory):
     """Audio-only shards of real speech and its Griffin-Lim and WORLD re-syntheses: the 9
     utterances of sample_data/speech and the soundtracks of the four sample videos that have one
-    (as wav files), cut into up to 8 clips of 1.28 s each. Splits by item (utterance), assigned
-    60/20/20."""
+    (as wav files), cut into up to 8 clips of 1.28 s each; codec2_wia_16kHz.wav (1.0 s) is
+    shorter than one clip and is recorded as a too_short failure, so 12 items remain. Splits by
+    item (utterance), assigned 60/20/20."""
     from pipeline.convert import ConvertConfig, convert
     from pipeline.extract import ExtractConfig, extract
     from pipeline.manifest import write_manifest
