@@ -84,6 +84,56 @@ def merge_cmd(manifests, out, prefix_ids):
                f"root {meta['corpus_dir']} -> {out}")
 
 
+# ---- where stages run ----------------------------------------------------------------------
+
+
+def cluster_options(fn):
+    """Batch-cluster and task-resource options of every stage (beside --workers / --scheduler)."""
+    opts = [
+        click.option("--cluster", type=click.Choice(["slurm", "pbs", "sge", "lsf"]),
+                     help="Run on batch jobs (dask-jobqueue), adapting from zero jobs to the work."),
+        click.option("--cluster-config", type=click.Path(dir_okay=False, exists=True),
+                     help="YAML with cores, memory, walltime, queue, account, gpus_per_job, prologue, max_jobs "
+                          "(see pipeline/jobqueue.py)."),
+        click.option("--task-resources", metavar="NAME=N", multiple=True,
+                     help="Dask resources every task needs (default: GPU=1 when the stage runs on cuda)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _placement(o: dict):
+    """The Placement of a stage from its command-line options."""
+    from .cluster import Placement
+
+    if o.get("cluster") and o.get("scheduler"):
+        _fail("--cluster and --scheduler exclude each other: give one")
+    if o.get("cluster_config") and not o.get("cluster"):
+        _fail("--cluster-config needs --cluster slurm|pbs|sge|lsf")
+    resources = None
+    if o.get("task_resources"):
+        resources = {}
+        for r in o["task_resources"]:
+            name, eq, value = r.partition("=")
+            try:
+                resources[name] = float(value) if eq and name else None
+            except ValueError:
+                resources[name] = None
+            if resources[name] is None:
+                _fail(f"--task-resources {r!r}: expected NAME=N (e.g. GPU=1)")
+    config = None
+    if o.get("cluster"):
+        from .jobqueue import JobQueueConfig
+
+        try:
+            config = JobQueueConfig.from_yaml(o["cluster_config"]) if o.get("cluster_config") else JobQueueConfig()
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+    return Placement(scheduler=o.get("scheduler"), workers=o.get("workers"), threads=o.get("threads"),
+                     cluster=o.get("cluster"), cluster_config=config, resources=resources)
+
+
 # ---- extract -------------------------------------------------------------------------------
 
 
@@ -126,9 +176,8 @@ def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
     from .store import StoreMismatch
 
     try:
-        summary = extract(manifest, store, root=root, config=_extract_config(o), scheduler=o["scheduler"],
-                          workers=o["workers"], threads=o["threads"], overwrite=o["overwrite"],
-                          progress=not o["no_progress"])
+        summary = extract(manifest, store, root=root, config=_extract_config(o), where=_placement(o),
+                          overwrite=o["overwrite"], progress=not o["no_progress"])
     except (StoreMismatch, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if as_json:
@@ -153,6 +202,7 @@ def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="zarr store to write (STORE.zarr).")
 @click.option("--root", type=click.Path(file_okay=False), help="Corpus root (default: from the manifest's meta).")
 @extract_options
+@cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def extract_cmd(manifest, store, root, as_json, **o):
     """Extract face crops, mouth crops and clip-aligned 16 kHz audio of every MANIFEST item."""
@@ -215,8 +265,8 @@ def _run_convert(store, vocoders: list[str], checkpoints: dict, o: dict, as_json
                             batch_size=o["batch_size"], trust_pickle=o["trust_pickle"], half=half,
                             options=dict(o["options"].get(name, {})))
         try:
-            summary = convert(store, cfg, scheduler=o["scheduler"], workers=o["workers"], threads=o["threads"],
-                              overwrite=o["overwrite"], progress=not o["no_progress"])
+            summary = convert(store, cfg, where=_placement(o), overwrite=o["overwrite"],
+                              progress=not o["no_progress"])
         except (StoreMismatch, CheckpointError, ValueError, FileNotFoundError, TypeError) as e:
             _fail(f"{name}: {e}")
         if as_json:
@@ -263,6 +313,7 @@ def convert_options(fn):
               help="Vocoder option, e.g. n_iter=64 (griffinlim) or f0_method=dio (world); "
                    "NAME.KEY=VALUE with --vocoder all (griffinlim.n_iter=64).")
 @convert_options
+@cluster_options
 @click.option("--half", is_flag=True,
               help="Neural vocoders in float16 (CUDA only): faster, but float16 rounding adds a noise floor "
                    "(~66 dB below the signal) that float32 conversions lack, a cue a detector may learn.")
@@ -348,8 +399,8 @@ def _run_build(store, out, o: dict, as_json: bool) -> None:
     from .store import StoreMismatch
 
     try:
-        result = build_shards(store, out, _shards_config(o), scheduler=o["scheduler"], workers=o["workers"],
-                              threads=o["threads"], overwrite=o["overwrite"], progress=not o["no_progress"])
+        result = build_shards(store, out, _shards_config(o), where=_placement(o), overwrite=o["overwrite"],
+                              progress=not o["no_progress"])
     except (StoreMismatch, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if as_json:
@@ -375,6 +426,7 @@ def _run_build(store, out, o: dict, as_json: bool) -> None:
 @click.option("--threads", type=int, help="Threads per task.")
 @click.option("--overwrite", is_flag=True, help="Rebuild shards made from another store state or config.")
 @click.option("--no-progress", is_flag=True)
+@cluster_options
 @click.option("--json", "as_json", is_flag=True)
 def build_shards_cmd(store, out, as_json, **o):
     """Training-ready samples from an extracted (and converted) STORE: pairs, labels, leak-free
@@ -419,6 +471,7 @@ def inspect_cmd(store, as_json, png, rows):
 @click.option("--shards", type=click.Path(file_okay=False), help="Training shards (default: STORE.shards.zarr beside the store).")
 @functools.partial(shard_options, with_vocoders=False)
 @extract_options
+@cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
 def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, shards, as_json, **o):
     """The main job: index CORPUS_DIR (folder recipe), extract into STORE, convert the real

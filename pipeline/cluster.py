@@ -24,10 +24,13 @@ def default_workers() -> int:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, gpu: bool = False):
-    """A ``distributed.Client``: connected to ``scheduler`` (``tcp://host:port``) when given,
-    else to a new local cluster of ``workers`` single-threaded worker processes (default: one
-    per core). With ``gpu`` each local worker advertises the resource ``GPU=1``."""
+def dask_client(scheduler: str | None = None, workers: int | None = None, gpu: bool = False,
+                cluster: str | None = None, cluster_config=None):
+    """A ``distributed.Client``: connected to ``scheduler`` (``tcp://host:port``) when given;
+    else to a batch cluster of kind ``cluster`` (slurm, pbs, sge, lsf; settings from the YAML
+    file ``cluster_config``, see :mod:`pipeline.jobqueue`) that adapts from zero jobs, in its GPU
+    pool when ``gpu``; else to a new local cluster of ``workers`` single-threaded worker
+    processes (default: one per core). With ``gpu`` each local worker advertises ``GPU=1``."""
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -36,6 +39,14 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, gpu: b
             yield client
         finally:
             client.close()
+        return
+    if cluster:
+        from .jobqueue import JobQueueConfig, make_cluster
+
+        cfg = cluster_config if isinstance(cluster_config, JobQueueConfig) else (
+            JobQueueConfig.from_yaml(cluster_config) if cluster_config else JobQueueConfig())
+        with make_cluster(cluster, cfg, gpu=gpu) as batch, Client(batch) as client:
+            yield client
         return
     n = workers or default_workers()
     with LocalCluster(
@@ -56,6 +67,14 @@ class ShardRun:
     done: dict[int, dict] = field(default_factory=dict)  # shard -> the dict it returned
     errors: dict[int, str] = field(default_factory=dict)  # shard -> error text (shard not written)
     seconds: float = 0.0
+    workers: dict[int, str] = field(default_factory=dict)  # shard -> the Dask worker that finished it
+
+
+def _on_worker(fn: Callable[[int], dict], shard: int) -> tuple[dict, str]:
+    """Run one shard and say where it ran (the worker's name)."""
+    from distributed import get_worker
+
+    return fn(shard), str(get_worker().name)
 
 
 def run_shards(
@@ -100,14 +119,15 @@ def run_shards(
             from distributed import as_completed
 
             futures = {
-                client.submit(fn, s, key=f"{key_prefix}-{s}-{os.urandom(4).hex()}", pure=False,
+                client.submit(_on_worker, fn, s, key=f"{key_prefix}-{s}-{os.urandom(4).hex()}", pure=False,
                               resources=resources): s
                 for s in shards
             }
             for fut in as_completed(futures):
                 s = futures[fut]
                 if fut.status == "finished":
-                    record(s, fut.result(), None)
+                    result, run.workers[s] = fut.result()
+                    record(s, result, None)
                 else:
                     exc = fut.exception()
                     record(s, None, f"{type(exc).__name__}: {exc}")
@@ -120,13 +140,20 @@ def run_shards(
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a stage runs: an existing ``client``, the Dask ``scheduler`` at an address, or a
-    local cluster of ``workers`` processes (None: one per core; 0: in this process)."""
+    """Where a stage runs: an existing ``client``, the Dask ``scheduler`` at an address, a batch
+    ``cluster`` (slurm, pbs, sge, lsf) set up by the YAML file ``cluster_config``, or a local
+    cluster of ``workers`` processes (None: one per core; 0: in this process).
+
+    ``resources`` are the Dask resources every task of the stage needs (default: ``GPU=1`` for
+    a stage on a CUDA device, none otherwise); tasks without them run on any worker."""
 
     client: object = None
     scheduler: str | None = None
     workers: int | None = None
     threads: int | None = None  # torch/ffmpeg threads per task (None: cores / local workers)
+    cluster: str | None = None
+    cluster_config: object = None  # a path to the YAML file or a JobQueueConfig
+    resources: dict | None = None
 
     @property
     def local_workers(self) -> int:
@@ -135,17 +162,21 @@ class Placement:
     def task_threads(self) -> int:
         if self.threads is not None:
             return self.threads
-        if self.client is not None or self.scheduler:
+        if self.client is not None or self.scheduler or self.cluster:
             return 1
         return max(1, default_workers() // max(1, self.local_workers))
 
 
 def run_stage(fn: Callable[[int], dict], shards: list[int], where: Placement, desc: str, progress: bool = True,
               gpu: bool = False) -> ShardRun:
-    """Map ``fn`` over ``shards`` where ``where`` says; GPU tasks are annotated ``GPU=1``."""
-    kw = dict(desc=desc, progress=progress, resources={"GPU": 1} if gpu else None, key_prefix=desc)
-    if shards and where.client is None and (where.scheduler or where.local_workers > 0):
-        with dask_client(where.scheduler, where.local_workers, gpu=gpu) as client:
+    """Map ``fn`` over ``shards`` where ``where`` says; GPU tasks are annotated ``GPU=1`` (or
+    with ``where.resources``), and run in the GPU pool of a batch cluster."""
+    resources = where.resources if where.resources is not None else ({"GPU": 1} if gpu else None)
+    kw = dict(desc=desc, progress=progress, resources=resources or None, key_prefix=desc)
+    if shards and where.client is None and (where.scheduler or where.cluster or where.local_workers > 0):
+        needs_gpu = bool(resources and "GPU" in resources)
+        with dask_client(where.scheduler, where.local_workers, gpu=needs_gpu, cluster=where.cluster,
+                         cluster_config=where.cluster_config) as client:
             return run_shards(fn, shards, client=client, **kw)
     return run_shards(fn, shards, client=where.client, **kw)
 

@@ -138,6 +138,7 @@ class ConvertSummary:
     quality: dict
     seconds: float
     info: dict
+    workers: dict = dataclasses.field(default_factory=dict)  # shard -> Dask worker that wrote it (this run)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -179,15 +180,17 @@ def prepare(store, cfg: ConvertConfig, overwrite: bool = False) -> dict:
 
 
 def convert(store, cfg: ConvertConfig, client=None, scheduler: str | None = None, workers: int | None = None,
-            threads: int | None = None, overwrite: bool = False, progress: bool = True) -> ConvertSummary:
-    """Convert every extracted shard of ``store`` with ``cfg.vocoder``; done shards are skipped."""
+            threads: int | None = None, overwrite: bool = False, progress: bool = True,
+            where: Placement | None = None) -> ConvertSummary:
+    """Convert every extracted shard of ``store`` with ``cfg.vocoder``; done shards are skipped.
+    ``where`` (a :class:`~pipeline.cluster.Placement`) replaces client/scheduler/workers/threads."""
     plan = prepare(store, cfg, overwrite)
     extract_plan = st.store_attrs(store)["stages"]["extract"]
     shards = range(extract_plan["n_shards"])
     extracted = [s for s in shards
                  if st.valid_marker(store, "extract", "samples", s, extract_plan["stage_hash"]) is not None]
     todo = [s for s in extracted if st.valid_marker(store, STAGE, cfg.vocoder, s, plan["stage_hash"]) is None]
-    where = Placement(client, scheduler, workers, threads)
+    where = where or Placement(client, scheduler, workers, threads)
     fn = functools.partial(convert_shard, store=str(Path(store).resolve()), config=dataclasses.asdict(cfg),
                            stage_hash=plan["stage_hash"], threads=where.task_threads())
     run = run_stage(fn, todo, where, f"convert-{cfg.vocoder}", progress, gpu=cfg.device.startswith("cuda"))
@@ -206,6 +209,7 @@ def summarize(store, vocoder: str, plan: dict, skipped: int = 0, not_extracted: 
         skipped=skipped, computed=len(run.done) if run else 0, not_extracted=not_extracted,
         errors=dict(run.errors) if run else {}, counts=counts, quality=quality_summary(store, vocoder),
         seconds=round(run.seconds, 2) if run else 0.0, info=plan["info"],
+        workers=dict(run.workers) if run else {},
     )
 
 

@@ -385,6 +385,7 @@ class ExtractSummary:
     failures_by_reason: dict
     seconds: float
     failures: list = dataclasses.field(default_factory=list)  # every failure: id, clip, reason, detail
+    workers: dict = dataclasses.field(default_factory=dict)  # shard -> Dask worker that wrote it (this run)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -392,11 +393,12 @@ class ExtractSummary:
 
 def extract(manifest, store, root=None, config: ExtractConfig | None = None, client=None,
             scheduler: str | None = None, workers: int | None = None, threads: int | None = None,
-            overwrite: bool = False, progress: bool = True) -> ExtractSummary:
+            overwrite: bool = False, progress: bool = True, where: Placement | None = None) -> ExtractSummary:
     """Extract every item of ``manifest`` into ``store``; shards already done are skipped.
 
     Runs on ``client`` if given, else on the Dask scheduler at ``scheduler``, else on a local
-    cluster of ``workers`` processes (default: one per core; 0 runs in this process).
+    cluster of ``workers`` processes (default: one per core; 0 runs in this process); ``where``
+    (a :class:`~pipeline.cluster.Placement`, e.g. a batch cluster) replaces those four.
     """
     cfg = config or ExtractConfig()
     rows = read_manifest(manifest)
@@ -404,7 +406,7 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     plan = prepare_store(store, rows, cfg, overwrite=overwrite, root=root)
     all_shards = range(plan["n_shards"])
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
-    where = Placement(client, scheduler, workers, threads)
+    where = where or Placement(client, scheduler, workers, threads)
     fn = functools.partial(extract_shard, store=str(Path(store).resolve()), root=str(root),
                            config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads())
     run = run_stage(fn, todo, where, "extract", progress, gpu=cfg.face.device.startswith("cuda"))
@@ -427,5 +429,5 @@ def summarize(store, plan: dict, skipped: int = 0, run=None) -> ExtractSummary:
         store=str(store), shards=plan["n_shards"], skipped=skipped,
         computed=len(run.done) if run else 0, errors=dict(run.errors) if run else {},
         counts=counts, failures_by_reason=reasons, seconds=round(run.seconds, 2) if run else 0.0,
-        failures=failures,
+        failures=failures, workers=dict(run.workers) if run else {},
     )

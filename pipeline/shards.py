@@ -224,8 +224,9 @@ def log_mel(wave: np.ndarray) -> np.ndarray:
 
 def build_shards(store, out, cfg: ShardsConfig | None = None, client=None, scheduler: str | None = None,
                  workers: int | None = None, threads: int | None = None, overwrite: bool = False,
-                 progress: bool = True) -> dict:
-    """Plan the samples of ``store`` and write them as shards to ``out``; returns the summary."""
+                 progress: bool = True, where: Placement | None = None) -> dict:
+    """Plan the samples of ``store`` and write them as shards to ``out``; returns the summary.
+    ``where`` (a :class:`~pipeline.cluster.Placement`) replaces client/scheduler/workers/threads."""
     cfg = cfg or ShardsConfig()
     samples, info, stages = plan(store, cfg)
     config_hash = st.config_hash([cfg.to_dict(), stages, VERSION])
@@ -251,7 +252,7 @@ def build_shards(store, out, cfg: ShardsConfig | None = None, client=None, sched
     todo = [b for b in range(n_clip_blocks) if st.valid_marker(out, "build", "clips", b, config_hash) is None]
     todo += [n_clip_blocks + b for b in range(n_audio_blocks)
              if st.valid_marker(out, "build", "audio", b, config_hash) is None]
-    where = Placement(client, scheduler, workers, threads)
+    where = where or Placement(client, scheduler, workers, threads)
     fn = functools.partial(_block_task, n_clip_blocks=n_clip_blocks, out=str(Path(out).resolve()),
                            store=str(Path(store).resolve()), config_hash=config_hash, threads=where.task_threads())
     run = run_stage(fn, todo, where, "build-shards", progress)
