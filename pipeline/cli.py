@@ -18,6 +18,27 @@ def _fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
+class StorePath(click.ParamType):
+    """A store: a local folder, or any fsspec URL (``s3://bucket/x.zarr``; ``file://`` is local).
+    With ``exists`` a local folder must be there (a URL is checked when the store is opened)."""
+
+    name = "store"
+
+    def __init__(self, exists: bool = False):
+        self.exists = exists
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        path = text.removeprefix("file://")
+        if Path(path).is_file():
+            self.fail(f"{path!r} is a file, not a store folder", param, ctx)
+        if self.exists and not Path(path).is_dir():
+            self.fail(f"Directory {path!r} does not exist.", param, ctx)
+        return path
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="avdd-data")
 def main():
@@ -199,7 +220,7 @@ def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
 
 @main.command("extract")
 @click.argument("manifest", type=click.Path(dir_okay=False))
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="zarr store to write (STORE.zarr).")
+@click.option("--store", required=True, type=StorePath(), help="zarr store to write (STORE.zarr or s3://...).")
 @click.option("--root", type=click.Path(file_okay=False), help="Corpus root (default: from the manifest's meta).")
 @extract_options
 @cluster_options
@@ -305,7 +326,7 @@ def convert_options(fn):
 
 
 @main.command("convert")
-@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--store", required=True, type=StorePath(exists=True))
 @click.option("--vocoder", required=True, help="griffinlim, world, melgan, waveglow, wavernn, parallel_wavegan, "
                                               "wavenet, or all (every vocoder usable: the first two and those given a checkpoint).")
 @click.option("--checkpoint", multiple=True, help="Checkpoint file (PATH, or NAME=PATH with --vocoder all).")
@@ -418,8 +439,8 @@ def _run_build(store, out, o: dict, as_json: bool) -> None:
 
 
 @main.command("build-shards")
-@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Shards to write (SHARDS.zarr).")
+@click.option("--store", required=True, type=StorePath(exists=True))
+@click.option("--out", required=True, type=StorePath(), help="Shards to write (SHARDS.zarr or s3://...).")
 @shard_options
 @click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask).")
 @click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT.")
@@ -438,7 +459,7 @@ def build_shards_cmd(store, out, as_json, **o):
 
 
 @main.command("inspect")
-@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--store", required=True, type=StorePath(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option("--png", type=click.Path(dir_okay=False), help="Write a contact sheet of face and mouth crops.")
 @click.option("--rows", type=int, default=12, show_default=True, help="Samples on the contact sheet.")
@@ -461,7 +482,7 @@ def inspect_cmd(store, as_json, png, rows):
 
 @main.command("run")
 @click.argument("corpus_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="zarr store to write (STORE.zarr).")
+@click.option("--store", required=True, type=StorePath(), help="zarr store to write (STORE.zarr or s3://...).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="CSV with path,label[,...] columns.")
 @click.option("--default-label", type=click.Choice(["real", "fake", "none"]), default="real", show_default=True,
               help="Label of files that are not under real/ or fake/ and not in --labels.")

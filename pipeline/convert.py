@@ -165,7 +165,7 @@ def prepare(store, cfg: ConvertConfig, overwrite: bool = False) -> dict:
                 f"(checkpoint {existing['info']['checkpoint_hash']} -> {info['checkpoint_hash']}). "
                 "Use --overwrite to replace it.")
         for path in (output_name(cfg.vocoder), f"quality/{cfg.vocoder}", f"_markers/{STAGE}/{cfg.vocoder}"):
-            st.remove(Path(store) / path)
+            st.remove(st.join(store, path))
         existing = None
     if existing is None:
         root = st.open_root(store, mode="r+")
@@ -191,7 +191,7 @@ def convert(store, cfg: ConvertConfig, client=None, scheduler: str | None = None
                  if st.valid_marker(store, "extract", "samples", s, extract_plan["stage_hash"]) is not None]
     todo = [s for s in extracted if st.valid_marker(store, STAGE, cfg.vocoder, s, plan["stage_hash"]) is None]
     where = where or Placement(client, scheduler, workers, threads)
-    fn = functools.partial(convert_shard, store=str(Path(store).resolve()), config=dataclasses.asdict(cfg),
+    fn = functools.partial(convert_shard, store=st.location(store), config=dataclasses.asdict(cfg),
                            stage_hash=plan["stage_hash"], threads=where.task_threads())
     run = run_stage(fn, todo, where, f"convert-{cfg.vocoder}", progress, gpu=cfg.device.startswith("cuda"))
     return summarize(store, cfg.vocoder, plan, skipped=len(extracted) - len(todo),

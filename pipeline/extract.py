@@ -317,7 +317,7 @@ def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite:
 
 
 def _existing_plan(store) -> dict | None:
-    if not (Path(store) / "zarr.json").is_file():
+    if not st.exists(store):
         return None
     try:
         return st.store_attrs(store)["stages"].get(STAGE)
@@ -407,7 +407,7 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     all_shards = range(plan["n_shards"])
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
     where = where or Placement(client, scheduler, workers, threads)
-    fn = functools.partial(extract_shard, store=str(Path(store).resolve()), root=str(root),
+    fn = functools.partial(extract_shard, store=st.location(store), root=str(root),
                            config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads())
     run = run_stage(fn, todo, where, "extract", progress, gpu=cfg.face.device.startswith("cuda"))
     return summarize(store, plan, skipped=len(all_shards) - len(todo), run=run)

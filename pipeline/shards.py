@@ -242,7 +242,7 @@ def build_shards(store, out, cfg: ShardsConfig | None = None, client=None, sched
     if existing is None:
         ext = st.store_attrs(store)["stages"]["extract"]["config"]
         attrs = {"format": FORMAT, "version": VERSION, "avdd_version": __version__, "config": cfg.to_dict(),
-                 "config_hash": config_hash, "store": str(Path(store).resolve()), "store_stages": stages,
+                 "config_hash": config_hash, "store": st.location(store), "store_stages": stages,
                  "mel": MEL if cfg.cache_mel else None, "mel_params": MEL, "splits": list(SPLIT_NAMES),
                  "pairs": list(PAIR_CODES), "fps": ext["fps"], "frames_per_clip": ext["frames_per_clip"],
                  "sample_rate": ext["sample_rate"], "plan": info, "summary": summary}
@@ -253,8 +253,8 @@ def build_shards(store, out, cfg: ShardsConfig | None = None, client=None, sched
     todo += [n_clip_blocks + b for b in range(n_audio_blocks)
              if st.valid_marker(out, "build", "audio", b, config_hash) is None]
     where = where or Placement(client, scheduler, workers, threads)
-    fn = functools.partial(_block_task, n_clip_blocks=n_clip_blocks, out=str(Path(out).resolve()),
-                           store=str(Path(store).resolve()), config_hash=config_hash, threads=where.task_threads())
+    fn = functools.partial(_block_task, n_clip_blocks=n_clip_blocks, out=st.location(out),
+                           store=st.location(store), config_hash=config_hash, threads=where.task_threads())
     run = run_stage(fn, todo, where, "build-shards", progress)
     return {"out": str(out), "samples": len(samples), "clips": len(clips), "audio": len(audios),
             "blocks": n_clip_blocks + n_audio_blocks, "computed": len(run.done),
@@ -269,7 +269,7 @@ def _block_task(block: int, n_clip_blocks: int, **kw) -> dict:
 
 
 def _existing(out) -> dict | None:
-    if not (Path(out) / "zarr.json").is_file():
+    if not st.exists(out):
         return None
     attrs = dict(st.open_root(out).attrs).get(FORMAT)
     if attrs is None:

@@ -26,6 +26,13 @@ Rules (see DESIGN.md): arrays get their final shape before any task runs; a shar
 contiguous run of ``shard_size`` samples, aligned with the arrays' zarr shards/chunks) is
 written whole by exactly one task, data first and then an atomically written done-marker
 holding the config hash, counts, per-sample failures and code version.
+
+Where a store lives: a local path, or any fsspec URL (``s3://bucket/x.zarr``, ``gs://...``;
+``file://`` means a local path). On object storage a zarr shard is one object and a marker is
+one object, each written by a single PUT, which readers see whole or not at all: the same
+guarantees as the atomic rename on a local disk, with no shared filesystem between workers.
+Credentials and endpoints come from fsspec's configuration (e.g. ``FSSPEC_S3_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``), so that every worker reads the same settings from its environment.
 """
 
 from __future__ import annotations
@@ -59,11 +66,60 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def is_url(path) -> bool:
+    """True for a store on another filesystem than the local one (``s3://``, ``gs://``, ...)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def location(path) -> str:
+    """How a store is named to tasks: an absolute local path, or the URL as given."""
+    text = str(path).removeprefix("file://")
+    return text.rstrip("/") if is_url(text) else str(Path(text).resolve())
+
+
+def join(path, *parts: str) -> str:
+    """``path/part/...`` for local paths and URLs alike."""
+    text = str(path).removeprefix("file://")
+    return "/".join([text.rstrip("/"), *parts]) if is_url(text) else str(Path(text, *parts))
+
+
+def _fs(url: str):
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(url)
+
+
+def exists(path, name: str = "zarr.json") -> bool:
+    """Whether ``path/name`` exists (default: the group's metadata, i.e. a zarr group is there)."""
+    target = join(path, name)
+    if is_url(target):
+        fs, p = _fs(target)
+        return fs.exists(p)
+    return Path(target).is_file()
+
+
+def _write_atomic(target: str, data: bytes) -> None:
+    """Write one file whole: rename of a temporary file locally, one PUT on object storage."""
+    if is_url(target):
+        fs, p = _fs(target)
+        fs.pipe_file(p, data)
+        return
+    tmp = Path(f"{target}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+def _read_text(target: str) -> str:
+    if is_url(target):
+        fs, p = _fs(target)
+        return fs.cat_file(p).decode()
+    return Path(target).read_text()
+
+
 def open_root(path, mode: str = "r") -> zarr.Group:
-    path = Path(path)
-    if mode == "r" and not (path / "zarr.json").is_file():
+    if mode == "r" and not exists(path):
         raise FileNotFoundError(f"Not an avdd store (no zarr.json): {path}")
-    return zarr.open_group(str(path), mode=mode)
+    return zarr.open_group(location(path), mode=mode)
 
 
 def store_attrs(path) -> dict:
@@ -103,47 +159,52 @@ def create_array(root: zarr.Group, name: str, shape, dtype, shard_size: int, fil
 
 
 def remove(path) -> None:
-    if Path(path).exists():
-        shutil.rmtree(path)
+    if is_url(path):
+        fs, p = _fs(str(path))
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+    elif Path(str(path).removeprefix("file://")).exists():
+        shutil.rmtree(str(path).removeprefix("file://"))
 
 
 # ---- done-markers -------------------------------------------------------------------------
 
 
 def marker_path(store, stage: str, output: str, shard: int) -> Path:
+    """The marker folder of a local store (see :func:`marker_location` for any store)."""
     return Path(store) / "_markers" / stage / output / f"{shard:06d}"
+
+
+def marker_location(store, stage: str, output: str, shard: int) -> str:
+    return join(store, "_markers", stage, output, f"{shard:06d}")
 
 
 def write_marker(store, stage: str, output: str, shard: int, info: dict) -> None:
     """Atomically write a done-marker: a zarr group whose attributes hold ``info``."""
-    d = marker_path(store, stage, output, shard)
-    d.mkdir(parents=True, exist_ok=True)
-    _ensure_groups(Path(store), d)
+    d = marker_location(store, stage, output, shard)
+    if not is_url(d):
+        Path(d).mkdir(parents=True, exist_ok=True)
+    _ensure_groups(store, [stage, output])
     body = {"stage": stage, "output": output, "shard": shard, "code_version": __version__,
             "finished": time.time(), **info}
     doc = {"zarr_format": 3, "node_type": "group", "attributes": {"avdd_marker": body}}
-    tmp = d / f".zarr.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(doc, default=_json_default))
-    os.replace(tmp, d / "zarr.json")
+    _write_atomic(join(d, "zarr.json"), json.dumps(doc, default=_json_default).encode())
 
 
-def _ensure_groups(store: Path, d: Path) -> None:
-    """Make every folder between the store root and a marker a zarr group (so that the store
+def _ensure_groups(store, parts: list[str]) -> None:
+    """Make every level between the store root and a marker a zarr group (so that the store
     stays a clean zarr hierarchy)."""
-    p = d.parent
-    while p != store:
-        meta = p / "zarr.json"
-        if not meta.exists():
-            tmp = p / f".zarr.json.tmp-{os.getpid()}"
-            tmp.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
-            os.replace(tmp, meta)
-        p = p.parent
+    empty = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+    for k in range(len(parts) + 1):
+        level = join(store, "_markers", *parts[:k])
+        if not exists(level):
+            _write_atomic(join(level, "zarr.json"), empty)
 
 
 def read_marker(store, stage: str, output: str, shard: int) -> dict | None:
-    f = marker_path(store, stage, output, shard) / "zarr.json"
+    f = join(marker_location(store, stage, output, shard), "zarr.json")
     try:
-        return json.loads(f.read_text())["attributes"]["avdd_marker"]
+        return json.loads(_read_text(f))["attributes"]["avdd_marker"]
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return None
 
@@ -154,15 +215,17 @@ def valid_marker(store, stage: str, output: str, shard: int, expected_hash: str)
 
 
 def all_markers(store, stage: str, output: str) -> list[dict]:
-    d = Path(store) / "_markers" / stage / output
-    if not d.is_dir():
-        return []
+    d = join(store, "_markers", stage, output)
+    if is_url(d):
+        fs, p = _fs(d)
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(p, detail=False)] if fs.exists(p) else []
+    else:
+        names = [sub.name for sub in Path(d).iterdir() if sub.is_dir()] if Path(d).is_dir() else []
     out = []
-    for sub in sorted(d.iterdir()):
-        if sub.is_dir():
-            m = read_marker(store, stage, output, int(sub.name))
-            if m is not None:
-                out.append(m)
+    for name in sorted(n for n in names if n.isdigit()):
+        m = read_marker(store, stage, output, int(name))
+        if m is not None:
+            out.append(m)
     return out
 
 

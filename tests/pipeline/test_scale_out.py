@@ -288,3 +288,59 @@ def test_stages_on_a_running_cluster_match_the_local_run(sample_data, running_cl
     converted = json.loads(r.output)
     assert converted["computed"] == 3 and set(converted["workers"].values()) == {"gpu"}
     _assert_same_store(local, store)
+
+
+# ---- a store on object storage: a local S3 server ------------------------------------------------
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """moto's S3 server on loopback, and fsspec configured for it through the environment (as a
+    user configures every worker); yields a fresh bucket's URL."""
+    pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    import fsspec.config
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "avdd-test", "AWS_SECRET_ACCESS_KEY": "avdd-test",
+                       "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("avdd-test")
+    try:
+        yield "s3://avdd-test"
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+@pytest.mark.slow  # 1-2 minutes: every chunk and marker goes through moto's HTTP server
+def test_extract_and_convert_into_s3_equal_the_local_store(speech_manifest, s3_server, tmp_path):
+    """The store on a local S3 server, written by worker processes that share no filesystem
+    with it: the same arrays as on local disk, markers there, and a re-run skips every shard."""
+    local = tmp_path / "local.zarr"
+    url = f"{s3_server}/speech.zarr"
+    for store, workers in [(local, "0"), (url, "2")]:
+        r = _cli("extract", speech_manifest, "--store", store, "--workers", workers, *SMALL)
+        assert r.exit_code == 0, r.output
+        r = _cli("convert", "--store", store, "--vocoder", "griffinlim", "--workers", workers, "--threads", "1",
+                 "--no-progress")
+        assert r.exit_code == 0, r.output
+    _assert_same_store(local, url)
+
+    from pipeline import store as st
+
+    assert len(st.all_markers(url, "extract", "samples")) == 3 and len(st.all_markers(url, "convert", "griffinlim")) == 3
+    r = _cli("extract", speech_manifest, "--store", url, "--workers", "0", *SMALL, "--json")
+    assert json.loads(r.output)["computed"] == 0 and json.loads(r.output)["skipped"] == 3
+    r = _cli("convert", "--store", url, "--vocoder", "griffinlim", "--workers", "0", "--no-progress", "--json")
+    assert json.loads(r.output)["computed"] == 0 and json.loads(r.output)["skipped"] == 3
+    r = _cli("inspect", "--store", url, "--json")
+    info = json.loads(r.output)
+    assert r.exit_code == 0 and info["shards"] == {"done": 3, "total": 3} and info["with_audio"] == 5
