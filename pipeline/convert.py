@@ -20,7 +20,6 @@ import functools
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 

@@ -16,7 +16,6 @@ import functools
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 

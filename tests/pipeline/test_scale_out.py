@@ -344,3 +344,16 @@ def test_extract_and_convert_into_s3_equal_the_local_store(speech_manifest, s3_s
     r = _cli("inspect", "--store", url, "--json")
     info = json.loads(r.output)
     assert r.exit_code == 0 and info["shards"] == {"done": 3, "total": 3} and info["with_audio"] == 5
+
+
+def test_placement_options_are_checked(speech_manifest, tmp_path):
+    store = tmp_path / "x.zarr"
+    r = _cli("extract", speech_manifest, "--store", store, "--cluster", "slurm", "--scheduler", "tcp://127.0.0.1:1")
+    assert r.exit_code == 2 and "--cluster and --scheduler exclude each other" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cores: [1, 2\n")
+    r = _cli("extract", speech_manifest, "--store", store, "--cluster", "slurm", "--cluster-config", bad)
+    assert r.exit_code == 2 and "bad.yaml is not valid YAML" in r.output
+    r = _cli("extract", speech_manifest, "--store", store, "--task-resources", "GPU")
+    assert r.exit_code == 2 and "expected NAME=N" in r.output
+    assert not store.exists()  # nothing was started
