@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from .builder import MODELS, all_modes
+
 
 def _fail(msg: str, code: int = 2):
     click.secho(f"error: {msg}", fg="red", err=True)
@@ -15,7 +17,7 @@ def _fail(msg: str, code: int = 2):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--shards", required=True, type=click.Path(file_okay=False, exists=True), help="SHARDS.zarr.")
-@click.option("--model", type=click.Choice(["av", "av-noatt", "video", "audio"]), default="av", show_default=True)
+@click.option("--model", type=click.Choice(list(MODELS)), default="av", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
               help="JSON or YAML config (any subset of the fields; the rest from --preset).")
@@ -61,8 +63,8 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
 @click.option("--root", type=click.Path(file_okay=False), help="Corpus root of --manifest (default: its meta).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
 @click.option("--split", "splits", default="test", show_default=True, help="Split(s) to evaluate, comma-separated.")
-@click.option("--mode", type=click.Choice(["sync", "two-stream", "both"]), default="both", show_default=True,
-              help="Inference mode(s) of an av model (single-modality models have their head only).")
+@click.option("--mode", type=click.Choice([m.replace("_", "-") for m in all_modes()] + ["both"]), default="both",
+              show_default=True, help="Inference mode to evaluate (both: every mode of the model).")
 @click.option("--robustness", is_flag=True, help="Re-evaluate with noise, JPEG and video compression (p = 0.5).")
 @click.option("--holdout-category", help="Evaluate the shards' holdout split (this category) as unseen.")
 @click.option("--visualize", type=int, default=0, help="Write visualizations of N samples.")
@@ -76,37 +78,31 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
     inference modes, robustness, unseen categories, a shortcut audit; metrics.json, report.md, PNGs."""
     from pathlib import Path
 
-    from .evaluate import evaluate_shards
-    from .prepare import PipelineError, shards_from_manifest
+    from pipeline.prepare import PrepareConfig, PrepareError, prepare_manifest
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import eval_dataset, evaluate_shards
     from .report import write_report
-    from .train import load_checkpoint
 
     if bool(shards) == bool(manifest):
         _fail("give exactly one of --shards and --manifest")
     try:
         model, cfg = load_checkpoint(checkpoint, device)
         if manifest:
-            shards, _ = shards_from_manifest(manifest, Path(out) / "_data", root, clips_per_item)
-        modes = None
-        if cfg.model.name in ("av", "av-noatt") and mode != "both":
-            modes = (mode.replace("-", "_"),)
+            shards = prepare_manifest(manifest, Path(out) / "_data", root, PrepareConfig(clips_per_item, workers=None)).shards
+        modes = None if mode == "both" else (mode.replace("-", "_"),)
         result = evaluate_shards(model, cfg, shards, splits=tuple(splits.split(",")), modes=modes,
                                  robustness=robustness, holdout=holdout_category, seed=seed, device=device,
                                  batch_size=batch_size)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
+    except (ValueError, FileNotFoundError, PrepareError) as e:
         _fail(str(e))
     result["source"] = {"checkpoint": str(checkpoint), "data": str(manifest or shards),
                         "holdout_category": holdout_category}
     visuals = []
     if visualize:
-        from .augment import Augment
-        from .data import ShardDataset
-        from .train import MODALITIES
         from .visualize import visualize as draw
 
-        mods = MODALITIES[cfg.model.name]
-        ds = ShardDataset(shards, split=splits.split(","), modalities=mods, require=mods)
-        ds.transform = Augment.for_model(cfg, train=False)
+        ds = eval_dataset(shards, cfg, splits.split(","), require=type(model).modalities)
         visuals = draw(model, ds, Path(out).resolve() / "visualizations", visualize, seed=seed)
     files = write_report(result, Path(out).resolve(), title=f"Evaluation of {Path(checkpoint).name}", visuals=visuals)
     files += visuals
@@ -117,7 +113,7 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--checkpoint", envvar="AVDD_CHECKPOINT", required=True, type=click.Path(dir_okay=False, exists=True),
               help="Detector checkpoint (or $AVDD_CHECKPOINT).")
-@click.option("--mode", type=click.Choice(["sync", "two-stream", "video", "audio"]),
+@click.option("--mode", type=click.Choice([m.replace("_", "-") for m in all_modes()]),
               help="Score to decide on (default: sync for av models, the head for the others).")
 @click.option("--json", "as_json", is_flag=True, help="Print the documented JSON (see detector/inference.py).")
 @click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per file (at most).")
@@ -128,13 +124,14 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device, workers):
     """Score raw video or audio files (or folders of them): P(video fake), P(audio fake),
     P(sequence fake) per file, from its clips."""
+    from pipeline.prepare import PrepareError
+
     from .inference import detect
-    from .prepare import PipelineError
 
     try:
         result = detect(paths, checkpoint, mode=mode.replace("-", "_") if mode else None, device=device,
                         clips_per_file=clips, threshold=threshold, workers=workers)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
+    except (ValueError, FileNotFoundError, PrepareError) as e:
         _fail(str(e))
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -13,7 +13,7 @@ from detector.cli import detect_main, eval_main
 from detector.data import shard_info
 from detector.evaluate import audio_cues, evaluate_shards
 from detector.report import write_report
-from detector.train import load_checkpoint
+from detector.checkpoint import load_checkpoint
 
 
 def png(path):
