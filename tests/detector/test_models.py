@@ -39,8 +39,8 @@ def build(name: str):
 
 
 def test_registry_lists_the_valid_names_and_the_classes_declare_their_outputs():
-    assert list(MODELS) == list(OUTPUTS)
-    with pytest.raises(ValueError, match="valid models: av, av-noatt, video, audio"):
+    assert list(MODELS) == [*OUTPUTS, "mouth"]
+    with pytest.raises(ValueError, match="valid models: av, av-noatt, video, audio, mouth"):
         build_model(ModelConfig(name="transformer"))
     with pytest.raises(ValueError, match="Unknown model 'transformer'; valid models: av, av-noatt"):
         from_dict({"model": {"name": "transformer"}})
@@ -48,6 +48,8 @@ def test_registry_lists_the_valid_names_and_the_classes_declare_their_outputs():
         cls = model_class(name)
         assert cls.outputs == outputs and cls.main_output in outputs and cls.modes[0] in (*outputs, "two_stream")
         assert set(cls.modalities) == set(outputs) - {"sync"}
+    mouth = model_class("mouth")
+    assert mouth.modalities == ("mouth",) and mouth.outputs == mouth.modes == ("video",)
     with pytest.raises(ValueError, match="av-noatt"):
         cfg = tiny("av").model
         cfg.sync.attention = False
