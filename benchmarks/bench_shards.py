@@ -50,7 +50,7 @@ def build_sample_shards(tmp: Path) -> Path:
     merge_manifests(parts, tmp / "all.jsonl")
     extract(tmp / "all.jsonl", tmp / "s.zarr", config=ExtractConfig(clips_per_video=4), workers=0, progress=False)
     convert(tmp / "s.zarr", ConvertConfig("griffinlim"), workers=0, progress=False)
-    build_shards(tmp / "s.zarr", tmp / "shards.zarr", ShardsConfig(), workers=0, progress=False)
+    build_shards(tmp / "s.zarr", tmp / "shards.zarr", ShardsConfig(cache_mel=True), workers=0, progress=False)
     return tmp / "shards.zarr"
 
 

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detector import config as C  # noqa: E402
 from detector.builder import build_model  # noqa: E402
 from detector.losses import compute_loss  # noqa: E402
-from detector.train import _to, _Transformed, datasets  # noqa: E402
+from detector.scoring import to_device  # noqa: E402
+from detector.train import datasets  # noqa: E402
 
 
 def measure(shards, name: str, preset: str, device, steps: int, batch: int, workers: int,
@@ -51,11 +52,11 @@ def measure(shards, name: str, preset: str, device, steps: int, batch: int, work
         loss.backward()
         opt.step()
 
-    one = _Transformed(train_ds)
+    one = train_ds
     ds = ConcatDataset([one] * max(1, -(-(steps + 2) * batch // len(one))))
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=workers > 0)
-    fixed = _to(next(iter(loader)), device)
+    fixed = to_device(next(iter(loader)), device)
     step(fixed)
     sync()
     t0 = time.perf_counter()
@@ -71,7 +72,7 @@ def measure(shards, name: str, preset: str, device, steps: int, batch: int, work
         except StopIteration:
             it = iter(loader)
             continue
-        step(_to(b, device))
+        step(to_device(b, device))
         done += 1
     sync()
     return model_rate, steps * batch / (time.perf_counter() - t0)

@@ -7,6 +7,30 @@ import sys
 
 import click
 
+from .builder import MODELS, all_modes
+
+
+def prepare_options(workers_default):
+    """Where raw media are prepared (``avdd-eval --manifest``, ``avdd-detect``): the pipeline's
+    placements (local workers, a running Dask cluster, batch jobs)."""
+    opts = [
+        click.option("--workers", type=int, default=workers_default, show_default=workers_default is not None,
+                     help="Local Dask worker processes preparing the media (0: in this process; default of "
+                          "avdd-eval: one per core)."),
+        click.option("--scheduler", help="Prepare on a running Dask cluster: tcp://HOST:PORT."),
+        click.option("--cluster", type=click.Choice(["slurm", "pbs", "sge", "lsf"]),
+                     help="Prepare on batch jobs (dask-jobqueue)."),
+        click.option("--cluster-config", type=click.Path(dir_okay=False, exists=True),
+                     help="YAML settings of --cluster (see pipeline/jobqueue.py)."),
+    ]
+
+    def add(fn):
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return add
+
 
 def _fail(msg: str, code: int = 2):
     click.secho(f"error: {msg}", fg="red", err=True)
@@ -15,7 +39,7 @@ def _fail(msg: str, code: int = 2):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--shards", required=True, type=click.Path(file_okay=False, exists=True), help="SHARDS.zarr.")
-@click.option("--model", type=click.Choice(["av", "av-noatt", "video", "audio"]), default="av", show_default=True)
+@click.option("--model", type=click.Choice(list(MODELS)), default="av", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
               help="JSON or YAML config (any subset of the fields; the rest from --preset).")
@@ -61,8 +85,8 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
 @click.option("--root", type=click.Path(file_okay=False), help="Corpus root of --manifest (default: its meta).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
 @click.option("--split", "splits", default="test", show_default=True, help="Split(s) to evaluate, comma-separated.")
-@click.option("--mode", type=click.Choice(["sync", "two-stream", "both"]), default="both", show_default=True,
-              help="Inference mode(s) of an av model (single-modality models have their head only).")
+@click.option("--mode", type=click.Choice([m.replace("_", "-") for m in all_modes()] + ["both"]), default="both",
+              show_default=True, help="Inference mode to evaluate (both: every mode of the model).")
 @click.option("--robustness", is_flag=True, help="Re-evaluate with noise, JPEG and video compression (p = 0.5).")
 @click.option("--holdout-category", help="Evaluate the shards' holdout split (this category) as unseen.")
 @click.option("--visualize", type=int, default=0, help="Write visualizations of N samples.")
@@ -70,43 +94,40 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robustness corruptions.")
+@prepare_options(workers_default=None)
 def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness, holdout_category, visualize,
-              clips_per_item, device, batch_size, seed):
+              clips_per_item, device, batch_size, seed, workers, scheduler, cluster, cluster_config):
     """Evaluate a detector checkpoint: metrics overall, per modality, category and split, both
     inference modes, robustness, unseen categories, a shortcut audit; metrics.json, report.md, PNGs."""
     from pathlib import Path
 
-    from .evaluate import evaluate_shards
-    from .prepare import PipelineError, shards_from_manifest
+    from pipeline.prepare import PrepareConfig, PrepareError, prepare_manifest
+
+    from .checkpoint import load_checkpoint
+    from .evaluate import eval_dataset, evaluate_shards
     from .report import write_report
-    from .train import load_checkpoint
 
     if bool(shards) == bool(manifest):
         _fail("give exactly one of --shards and --manifest")
     try:
         model, cfg = load_checkpoint(checkpoint, device)
         if manifest:
-            shards, _ = shards_from_manifest(manifest, Path(out) / "_data", root, clips_per_item)
-        modes = None
-        if cfg.model.name in ("av", "av-noatt") and mode != "both":
-            modes = (mode.replace("-", "_"),)
+            prep = PrepareConfig(clips_per_item, workers=workers, scheduler=scheduler, cluster=cluster,
+                                 cluster_config=cluster_config)
+            shards = prepare_manifest(manifest, Path(out) / "_data", root, prep).shards
+        modes = None if mode == "both" else (mode.replace("-", "_"),)
         result = evaluate_shards(model, cfg, shards, splits=tuple(splits.split(",")), modes=modes,
                                  robustness=robustness, holdout=holdout_category, seed=seed, device=device,
                                  batch_size=batch_size)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
+    except (ValueError, FileNotFoundError, PrepareError) as e:
         _fail(str(e))
     result["source"] = {"checkpoint": str(checkpoint), "data": str(manifest or shards),
                         "holdout_category": holdout_category}
     visuals = []
     if visualize:
-        from .augment import Augment
-        from .data import ShardDataset
-        from .train import MODALITIES
         from .visualize import visualize as draw
 
-        mods = MODALITIES[cfg.model.name]
-        ds = ShardDataset(shards, split=splits.split(","), modalities=mods, require=mods)
-        ds.transform = Augment.for_model(cfg, train=False)
+        ds = eval_dataset(shards, cfg, splits.split(","), require=type(model).modalities)
         visuals = draw(model, ds, Path(out).resolve() / "visualizations", visualize, seed=seed)
     files = write_report(result, Path(out).resolve(), title=f"Evaluation of {Path(checkpoint).name}", visuals=visuals)
     files += visuals
@@ -117,24 +138,29 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--checkpoint", envvar="AVDD_CHECKPOINT", required=True, type=click.Path(dir_okay=False, exists=True),
               help="Detector checkpoint (or $AVDD_CHECKPOINT).")
-@click.option("--mode", type=click.Choice(["sync", "two-stream", "video", "audio"]),
+@click.option("--mode", type=click.Choice([m.replace("_", "-") for m in all_modes()]),
               help="Score to decide on (default: sync for av models, the head for the others).")
 @click.option("--json", "as_json", is_flag=True, help="Print the documented JSON (see detector/inference.py).")
 @click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per file (at most).")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True,
-              help="Local Dask worker processes extracting the files (0: in this process).")
-def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device, workers):
+@prepare_options(workers_default=0)
+@click.option("--work-dir", type=click.Path(file_okay=False),
+              help="Where the files' store and shards go (default: a temporary folder; give a shared one "
+                   "with --scheduler or --cluster).")
+def detect_main(paths, checkpoint, mode, as_json, clips, threshold, device, workers, scheduler, cluster,
+                cluster_config, work_dir):
     """Score raw video or audio files (or folders of them): P(video fake), P(audio fake),
     P(sequence fake) per file, from its clips."""
+    from pipeline.prepare import PrepareError
+
     from .inference import detect
-    from .prepare import PipelineError
 
     try:
         result = detect(paths, checkpoint, mode=mode.replace("-", "_") if mode else None, device=device,
-                        clips_per_file=clips, threshold=threshold, workers=workers)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
+                        clips_per_file=clips, threshold=threshold, workers=workers, scheduler=scheduler,
+                        cluster=cluster, cluster_config=cluster_config, work_dir=work_dir)
+    except (ValueError, FileNotFoundError, PrepareError) as e:
         _fail(str(e))
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -12,9 +12,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODELS = ("av", "av-noatt", "video", "audio")
-
-
 @dataclass
 class VideoStreamConfig:
     """(2+1)D ResNet over face crops (B, F, 3, H, W)."""
@@ -65,7 +62,7 @@ class SyncStreamConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "av"  # "av" ({2+1}-stream), "av-noatt", "video", "audio"
+    name: str = "av"  # a name of detector.builder.MODELS: "av" ({2+1}-stream), "av-noatt", "video", "audio"
     video: VideoStreamConfig = field(default_factory=VideoStreamConfig)
     audio: AudioStreamConfig = field(default_factory=AudioStreamConfig)
     sync: SyncStreamConfig = field(default_factory=SyncStreamConfig)
@@ -130,16 +127,25 @@ def tiny(name: str = "av") -> ExperimentConfig:
     """Small enough to train in minutes on a CPU."""
     video = VideoStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
     audio = AudioStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
-    sync = SyncStreamConfig(levels=(3, 4), dim=32, heads=2, layers=1, steps=8, attention=name != "av-noatt")
+    sync = SyncStreamConfig(levels=(3, 4), dim=32, heads=2, layers=1, steps=8)
     model = ModelConfig(name=name, video=video, audio=audio, sync=sync, crop=64, resize=72)  # 128 px: 112 of 128
     train = TrainConfig(epochs=20, batch_size=8, lr=2e-3, weight_decay=0.01, warmup_steps=10, num_workers=0,
                         early_stopping=0, log_every=5)
-    return ExperimentConfig(model=model, train=train)
+    return _resolved(ExperimentConfig(model=model, train=train))
 
 
 def base(name: str = "av") -> ExperimentConfig:
     """The default model sizes (R(2+1)D-18-like streams) for GPU training."""
-    return ExperimentConfig(model=ModelConfig(name=name, sync=SyncStreamConfig(attention=name != "av-noatt")))
+    return _resolved(ExperimentConfig(model=ModelConfig(name=name)))
+
+
+def _resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with its model part as its model class resolves it (e.g. "av-noatt": attention
+    off); an unknown model name is an error listing the valid ones."""
+    from .builder import model_class
+
+    cfg.model = model_class(cfg.model.name).resolve_config(cfg.model)
+    return cfg
 
 
 PRESETS = {"tiny": tiny, "base": base}
@@ -168,14 +174,10 @@ def _build(cls, data: dict, where: str):
 def from_dict(data: dict, preset: str | None = None, model: str | None = None) -> ExperimentConfig:
     """A config from a (partial) dict laid over a preset (``tiny``/``base``, default ``base``)."""
     name = model or (data.get("model") or {}).get("name") or "av"
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; choose from {', '.join(MODELS)}")
     start = PRESETS[preset or "base"](name).to_dict()
     merged = _merge(start, data)
     merged["model"]["name"] = name
-    if name == "av-noatt":
-        merged["model"]["sync"]["attention"] = False
-    return _build(ExperimentConfig, merged, "config")
+    return _resolved(_build(ExperimentConfig, merged, "config"))
 
 
 def _merge(a: dict, b: dict) -> dict:

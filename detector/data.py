@@ -45,6 +45,8 @@ class ShardDataset(Dataset):
         require: modalities a sample must have to be included (e.g. ``("audio",)`` for an audio
             model on shards that also hold video-only samples). Default: none.
         pairs: pair types to include (e.g. ``("own", "vocoded")``); None: all.
+        transform: a callable applied to every sample dict (e.g. :class:`detector.augment.Augment`);
+            None: samples as stored.
 
     A sample is a dict: ``video`` uint8 (F, 3, S, S), ``mouth`` uint8 (F, 3, M, M), ``audio``
     float32 (L,), ``mel`` float32 (n_mels, T) for the modalities asked for (zeros when the sample
@@ -57,14 +59,14 @@ class ShardDataset(Dataset):
 
     def __init__(self, path, split: str | list[str] | None = "train",
                  modalities: tuple[str, ...] = ("video", "audio"), require: tuple[str, ...] = (),
-                 pairs: tuple[str, ...] | None = None):
+                 pairs: tuple[str, ...] | None = None, transform=None):
         self.path = str(Path(path).resolve())
         self.info = shard_info(path)
         bad = sorted(set(modalities) - set(MODALITIES))
         if bad:
             raise ValueError(f"Unknown modalities {bad}; choose from {MODALITIES}")
         if "mel" in modalities and not self.info.get("mel"):
-            raise ValueError(f"{path} was built without cached mels (--no-cache-mel): ask for 'audio' and "
+            raise ValueError(f"{path} was built without cached mels (build-shards --cache-mel): ask for 'audio' and "
                              "compute the mel in the model")
         self.modalities = tuple(modalities)
         g = zarr.open_group(self.path, mode="r")
@@ -87,6 +89,7 @@ class ShardDataset(Dataset):
             keep &= np.isin(s["pair"], [self.info["pairs"].index(p) for p in pairs])
         self.index = np.flatnonzero(keep)
         self.table = {k: v[self.index] for k, v in s.items()}
+        self.transform = transform
         self._root, self._pid = None, None
         self._shapes = {"video": g["clips/face"].shape[1:], "mouth": g["clips/mouth"].shape[1:],
                         "audio": g["audio/wave"].shape[1:],
@@ -131,4 +134,4 @@ class ShardDataset(Dataset):
             elif m == "mel":
                 tensor = tensor.float()
             out[m] = tensor
-        return out
+        return self.transform(out) if self.transform is not None else out

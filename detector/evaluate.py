@@ -16,78 +16,16 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from . import metrics as M
 from .augment import Augment, Corrupt
+from .builder import model_class
+from .checkpoint import check_rates
 from .data import ShardDataset
-from .train import MODALITIES, _to, _Transformed
+from .scoring import LABEL, mode_scores, score
 
-MODES = {"av": ("sync", "two_stream"), "av-noatt": ("sync", "two_stream"), "video": ("video",), "audio": ("audio",)}
-LABEL = {"sync": "sequence_fake", "two_stream": "sequence_fake", "video": "video_fake", "audio": "audio_fake"}
 CORRUPTIONS = ("gaussian_noise", "jpeg", "video_compression", "all")
 CUES = ("duration", "leading_silence", "trailing_silence", "loudness", "bandwidth")
-
-
-class _Corrupted(torch.utils.data.Dataset):
-    def __init__(self, base: _Transformed, corrupt: Corrupt | None):
-        self.base, self.corrupt = base, corrupt
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        sample = self.base[i]
-        return self.corrupt(sample) if self.corrupt is not None and "video" in sample else sample
-
-
-@torch.inference_mode()
-def score(model, ds: ShardDataset, cfg, device="cpu", batch_size: int = 16, corrupt: Corrupt | None = None,
-          workers: int = 0) -> dict[str, np.ndarray]:
-    """Every output of ``model`` on every sample of ``ds`` (eval transforms, optionally
-    corrupted), each sample scored with what it has: an {2+1}-stream model runs whole on samples
-    with both modalities and its video (audio) stream alone on those with only a face (only
-    audio). Returns ``p_video`` / ``p_audio`` / ``p_sync`` (NaN where an output does not apply)
-    and the three labels."""
-    ds.transform = Augment.for_model(cfg, train=False)
-    loader = DataLoader(_Corrupted(_Transformed(ds), corrupt), batch_size=batch_size, num_workers=workers)
-    joint = cfg.model.name in ("av", "av-noatt")
-    heads = {"video": getattr(model, "video", None), "audio": getattr(model, "audio", None)}
-    model.eval()
-    out = {k: np.full(len(ds), np.nan, np.float32) for k in ("p_video", "p_audio", "p_sync")}
-    pos = 0
-    for batch in loader:
-        n = len(batch["index"])
-        b = _to(batch, device)
-        has = {m: batch[f"has_{m}"].bool().numpy() for m in ("video", "audio")}
-        rows = slice(pos, pos + n)
-        if joint:
-            both = has["video"] & has["audio"]
-            if both.any():
-                r = model(b)
-                for k in out:
-                    out[k][rows][both] = r[k].float().cpu().numpy()[both]
-            alone = {"video": has["video"] & ~has["audio"], "audio": has["audio"] & ~has["video"]}
-            for m, net in heads.items():
-                if alone[m].any():
-                    p = torch.sigmoid(net(b[m])["logit"]).float().cpu().numpy()
-                    out[f"p_{m}"][rows][alone[m]] = p[alone[m]]
-        else:
-            r = model(b)
-            for k in out:
-                if k in r:
-                    out[k][rows] = r[k].float().cpu().numpy()
-        pos += n
-    for k in ("video_fake", "audio_fake", "sequence_fake"):
-        out[k] = ds.labels(k)
-    return out
-
-
-def mode_scores(raw: dict, mode: str) -> np.ndarray:
-    if mode == "two_stream":
-        return np.maximum(raw["p_video"], raw["p_audio"])
-    return raw[f"p_{mode}"]
 
 
 def _known(y: np.ndarray) -> np.ndarray:
@@ -183,27 +121,37 @@ def shortcut_audit(ds: ShardDataset, labels: dict[str, np.ndarray]) -> dict:
 # ---- the whole evaluation ----------------------------------------------------------------------
 
 
+def eval_dataset(shards, cfg, split, require: tuple[str, ...] = (), modalities=None) -> ShardDataset:
+    """The samples of ``split`` with the model's inputs (default: its modalities) and its eval
+    transform."""
+    mods = modalities or model_class(cfg.model.name).modalities
+    return ShardDataset(shards, split=split, modalities=mods, require=require,
+                        transform=Augment.for_model(cfg, train=False))
+
+
 def evaluate_shards(model, cfg, shards, splits=("test",), modes: tuple[str, ...] | None = None,
                     robustness: bool = False, holdout: str | None = None, seed: int = 0, device="cpu",
                     batch_size: int = 16, workers: int = 0) -> dict:
     """Everything the report shows for ``model`` on the ``splits`` of ``shards``; ``holdout``: the
     category (method or vocoder) the shards hold out, evaluated as unseen."""
     name = cfg.model.name
+    cls = model_class(name)
     explicit = bool(modes)
-    modes = tuple(modes or MODES[name])
-    bad = sorted(set(modes) - set(MODES[name]))
+    modes = tuple(modes or cls.modes)
+    bad = sorted(set(modes) - set(cls.modes))
     if bad:
-        raise ValueError(f"Mode(s) {bad} do not apply to a {name!r} model; it has {', '.join(MODES[name])}")
-    mods = MODALITIES[name]
-    ds = ShardDataset(shards, split=list(splits), modalities=mods, require=mods)
+        raise ValueError(f"Mode(s) {bad} do not apply to a {name!r} model; it has {', '.join(cls.modes)}")
+    mods = cls.modalities
+    ds = eval_dataset(shards, cfg, list(splits), require=mods)
+    check_rates(model, ds.info, shards)
     heads_only = len(ds) == 0 and len(mods) == 2  # e.g. an av model on an audio-only set: its heads alone
     if heads_only:
         if explicit:
             raise ValueError(f"{shards}: no samples with both video and audio, which mode(s) {list(modes)} need")
-        ds = ShardDataset(shards, split=list(splits), modalities=mods)
+        ds = eval_dataset(shards, cfg, list(splits))
     if len(ds) == 0:
         raise ValueError(f"{shards}: no samples with {' or '.join(mods)} in split(s) {list(splits)}")
-    raw = score(model, ds, cfg, device, batch_size, workers=workers)
+    raw = score(model, ds, device, batch_size, workers=workers)
     if heads_only:
         modes = tuple(m for m in ("video", "audio") if np.isfinite(raw[f"p_{m}"]).any())
     categories, ids = ds.strings("category"), ds.strings("id")
@@ -236,11 +184,11 @@ def evaluate_shards(model, cfg, shards, splits=("test",), modes: tuple[str, ...]
 def _robustness(model, cfg, ds, raw, modes, seed, device, batch_size, workers) -> dict:
     """Each corruption (seeded, probability 0.5 per clip, as the paper's protocol) on the video:
     the metrics per mode, and the drop in AUC and accuracy from the clean run."""
-    if "video" not in MODALITIES[cfg.model.name]:
+    if "video" not in model_class(cfg.model.name).modalities:
         return {"skipped": "the model has no video input; the corruptions act on video"}
     out = {"clean": {m: _summary(mode_scores(raw, m), raw[LABEL[m]]) for m in modes}}
     for kind in CORRUPTIONS:
-        r = score(model, ds, cfg, device, batch_size, corrupt=Corrupt(kind, seed=seed, p=0.5), workers=workers)
+        r = score(model, ds, device, batch_size, corrupt=Corrupt(kind, seed=seed, p=0.5), workers=workers)
         out[kind] = {}
         for m in modes:
             fig = _summary(mode_scores(r, m), r[LABEL[m]])
@@ -253,14 +201,14 @@ def _robustness(model, cfg, ds, raw, modes, seed, device, batch_size, workers) -
 
 def _unseen(model, cfg, shards, name, raw, ds, modes, device, batch_size, workers) -> dict:
     """The held-out category (the shards' ``holdout`` split) against the evaluated real samples."""
-    mods = MODALITIES[cfg.model.name]
-    held = ShardDataset(shards, split="holdout", modalities=mods, require=mods)
+    mods = model_class(cfg.model.name).modalities
+    held = eval_dataset(shards, cfg, "holdout", require=mods)
     if len(held) == 0:
         return {"skipped": "the shards have no holdout split (build them with --holdout-category NAME)"}
     found = sorted(set(held.strings("category").tolist()))
     if not any(name in re.split("[:+]", c) for c in found):
         raise ValueError(f"{shards}: the holdout split holds {', '.join(found)}, not {name!r}")
-    r = score(model, held, cfg, device, batch_size, workers=workers)
+    r = score(model, held, device, batch_size, workers=workers)
     real = ds.strings("category") == "real"
     out = {"categories": sorted(set(held.strings("category").tolist())), "n_heldout": len(held),
            "n_real": int(real.sum())}

@@ -1,6 +1,8 @@
 """Scoring raw video or audio files: ``avdd-detect``.
 
-Files are prepared as for training (see :mod:`detector.prepare`: decode, faces, audio, clips), each
+Files are prepared as for training by the pipeline, in this process
+(:func:`pipeline.prepare.prepare_files`: decode, faces, audio, clips; no face search for a model
+without video input), each
 clip is scored with what it has (an {2+1}-stream model uses its video head alone on a clip without
 audio, its audio head alone on a clip without a face, and all three outputs when it has both),
 and the clip probabilities are averaged per file.
@@ -27,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import check_rates, load_checkpoint
 from .data import ShardDataset
-from .evaluate import mode_scores, score
-from .prepare import collect_files, shards_from_files
-from .train import load_checkpoint
-
-DEFAULT_MODE = {"av": "sync", "av-noatt": "sync", "video": "video", "audio": "audio"}
+from .evaluate import eval_dataset
+from .scoring import mode_scores, score
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -41,30 +41,41 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def detect(paths, checkpoint, mode: str | None = None, device: str = "cpu", clips_per_file: int = 4,
-           threshold: float = 0.5, work_dir=None, workers: int | None = 0) -> dict:
-    """Score every media file in ``paths`` (files or folders) with the model in ``checkpoint``."""
+           threshold: float = 0.5, work_dir=None, workers: int | None = 0, scheduler: str | None = None,
+           cluster: str | None = None, cluster_config=None) -> dict:
+    """Score every media file in ``paths`` (files or folders) with the model in ``checkpoint``.
+    The files are prepared by ``workers`` local processes, on the Dask ``scheduler`` or on a
+    batch ``cluster`` (see :class:`pipeline.prepare.PrepareConfig`)."""
+    from pipeline.prepare import PrepareConfig, collect_files, prepare_files
+
     model, cfg = load_checkpoint(checkpoint, device)
     name = cfg.model.name
-    mode = mode or DEFAULT_MODE[name]
-    allowed = ("sync", "two_stream") if name in ("av", "av-noatt") else (name,)
+    allowed = type(model).modes
+    mode = mode or allowed[0]
     if mode not in allowed:
         raise ValueError(f"Mode {mode!r} does not apply to a {name!r} model; use {' or '.join(allowed)}")
     files = collect_files(paths)
     if not files:
         raise FileNotFoundError(f"No media files in {', '.join(map(str, paths))}")
     with tempfile.TemporaryDirectory(prefix="avdd-detect-") as tmp:
-        shards, ids, errors = shards_from_files(files, work_dir or tmp, clips_per_file, workers)
+        prepared = prepare_files(files, work_dir or tmp, PrepareConfig(clips_per_item=clips_per_file,
+                                                                       modalities=type(model).modalities,
+                                                                       workers=workers, scheduler=scheduler,
+                                                                       cluster=cluster,
+                                                                       cluster_config=cluster_config))
+        shards, ids, errors = prepared.shards, prepared.ids, prepared.failures
         rows = {f: _row(f, errors.get(f)) for f in files}
         if shards is not None:
-            ds = ShardDataset(shards, split=None, modalities=("video", "audio"))
-            scores = score(model, ds, cfg, device, batch_size=8)
+            ds = eval_dataset(shards, cfg, None)
+            check_rates(model, ds.info, shards)
+            scores = score(model, ds, device, batch_size=8)
             sample_ids = ds.strings("id")
             for sid, f in ids.items():
                 m = sample_ids == sid
                 if f in errors or not m.any():
                     rows[f]["error"] = rows[f]["error"] or "no clip could be extracted"
                     continue
-                rows[f].update(_file_scores(ds, m, scores, mode, threshold))
+                rows[f].update(_file_scores(ds, m, scores, mode, threshold, type(model).modalities))
     return {"checkpoint": str(checkpoint), "model": name, "mode": mode, "threshold": threshold,
             "files": [rows[f] for f in files]}
 
@@ -75,17 +86,19 @@ def _row(path: Path, error: str | None) -> dict:
             "notes": [], "error": error}
 
 
-def _file_scores(ds: ShardDataset, m: np.ndarray, scores: dict, mode: str, threshold: float) -> dict:
+def _file_scores(ds: ShardDataset, m: np.ndarray, scores: dict, mode: str, threshold: float,
+                 modalities: tuple[str, ...]) -> dict:
     hv = ds.table["clip"][m] >= 0
     ha = ds.table["audio"][m] >= 0
     pv, pa, ps = (_mean(scores[k][m]) for k in ("p_video", "p_audio", "p_sync"))
     two = _mean(mode_scores(scores, "two_stream")[m])  # NaN (skipped) where a clip lacks a modality
+    faces = bool({"video", "mouth"} & set(modalities))  # for an audio model, faces are not searched
     notes = []
-    if not hv.any():
+    if faces and not hv.any():
         notes.append("no face found: scored on the audio only")
-    elif not hv.all():
+    elif faces and not hv.all():
         notes.append(f"no face in {int((~hv).sum())} of {len(hv)} clips")
-    if not ha.any():
+    if not ha.any() and "audio" in modalities:
         notes.append("no audio track: scored on the video only")
     chosen = {"sync": ps, "two_stream": two, "video": pv, "audio": pa}[mode]
     if chosen is None:  # the mode needs what the file lacks: the head that is there

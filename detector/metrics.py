@@ -1,11 +1,14 @@
 """Detection metrics on scores (probability of fake) and binary labels (1 = fake).
 
-Written with numpy only; each returns NaN when it is undefined (e.g. AUC with one class).
+AUC, ROC and AP come from scikit-learn; accuracy and the EER (interpolated on the ROC) are
+written here. Each returns NaN when it is undefined (e.g. AUC with one class).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import roc_curve as _sk_roc_curve
 
 
 def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -23,35 +26,20 @@ def accuracy(scores, labels, threshold: float = 0.5) -> float:
 
 def auc(scores, labels) -> float:
     """Area under the ROC curve (the probability that a random fake scores above a random real;
-    ties count half), from average ranks."""
+    ties count half): scikit-learn's ``roc_auc_score``."""
     s, y = _check(scores, labels)
-    pos, neg = y >= 0.5, y < 0.5
-    n_pos, n_neg = int(pos.sum()), int(neg.sum())
-    if n_pos == 0 or n_neg == 0:
+    y = y >= 0.5
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false-positive rates, true-positive rates, thresholds), thresholds decreasing."""
+    """(false-positive rates, true-positive rates, thresholds), thresholds decreasing, one point
+    per distinct score after (0, 0) at threshold +inf: scikit-learn's ``roc_curve`` with every
+    point kept. Both classes must be present."""
     s, y = _check(scores, labels)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order] >= 0.5
-    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y)[distinct]
-    fps = (distinct + 1) - tps
-    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, s[distinct]]
+    return _sk_roc_curve(y >= 0.5, s, drop_intermediate=False)
 
 
 def eer(scores, labels) -> float:
@@ -72,15 +60,12 @@ def eer(scores, labels) -> float:
 
 def average_precision(scores, labels) -> float:
     """Area under the precision-recall curve, as the sum over score thresholds of precision x
-    the recall gained there (tied scores form one threshold)."""
+    the recall gained there (tied scores form one threshold): scikit-learn's
+    ``average_precision_score``."""
     s, y = _check(scores, labels)
     if not (y >= 0.5).any():
         return float("nan")
-    fpr, tpr, _ = roc_curve(s, y)
-    n_pos, n_neg = int((y >= 0.5).sum()), int((y < 0.5).sum())
-    tp, fp = tpr[1:] * n_pos, fpr[1:] * n_neg
-    precision = tp / np.maximum(tp + fp, 1e-12)
-    return float(np.sum(np.diff(tpr) * precision))
+    return float(average_precision_score(y >= 0.5, s))
 
 
 def summary(scores, labels) -> dict[str, float]:

@@ -30,13 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from . import metrics as M
+from . import checkpoint as ckpt
+from .builder import build_model, model_class
 from .config import ExperimentConfig
-from .data import ShardDataset
+from .data import ShardDataset, shard_info
+from .scoring import score, to_device, validation_figures
 
-MODALITIES = {"av": ("video", "audio"), "av-noatt": ("video", "audio"), "video": ("video",), "audio": ("audio",)}
-MAIN_OUTPUT = {"av": "sync", "av-noatt": "sync", "video": "video", "audio": "audio"}
-LABEL_OF = {"video": "video_fake", "audio": "audio_fake", "sync": "sequence_fake"}
 
 
 class EpochSampler(Sampler):
@@ -115,21 +114,19 @@ def _schedule(cfg, total_steps: int):
     return factor
 
 
-def _to(batch: dict, device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-
-
 def datasets(shards, cfg: ExperimentConfig) -> tuple[ShardDataset, ShardDataset | None]:
+    """The training set (training augmentations) and the validation set (eval transform; None
+    when there is none) of ``cfg`` on ``shards``."""
     from .augment import Augment
 
-    mods = MODALITIES[cfg.model.name]
+    mods = model_class(cfg.model.name).modalities
     pairs = tuple(cfg.train.pairs) or None
-    train_ds = ShardDataset(shards, split=cfg.train.train_split, modalities=mods, require=mods, pairs=pairs)
-    train_ds.transform = Augment.for_model(cfg, train=True)
+    train_ds = ShardDataset(shards, split=cfg.train.train_split, modalities=mods, require=mods, pairs=pairs,
+                            transform=Augment.for_model(cfg, train=True))
     val_ds = None
     if cfg.train.val_split:
-        val_ds = ShardDataset(shards, split=cfg.train.val_split, modalities=mods, require=mods, pairs=pairs)
-        val_ds.transform = Augment.for_model(cfg, train=False)
+        val_ds = ShardDataset(shards, split=cfg.train.val_split, modalities=mods, require=mods, pairs=pairs,
+                              transform=Augment.for_model(cfg, train=False))
         if len(val_ds) == 0:
             val_ds = None
     if len(train_ds) == 0:
@@ -138,29 +135,17 @@ def datasets(shards, cfg: ExperimentConfig) -> tuple[ShardDataset, ShardDataset 
     return train_ds, val_ds
 
 
-@torch.inference_mode()
-def evaluate(model, loader, device, amp: bool = False) -> dict:
-    """Scores of every output on a loader, and accuracy/AUC per output (both inference modes
-    for av models: ``sync`` and ``two_stream``)."""
-    model.eval()
-    scores: dict[str, list] = {}
-    labels: dict[str, list] = {}
-    for batch in loader:
-        batch = _to(batch, device)
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            out = model(batch)
-        for head, label in LABEL_OF.items():
-            if f"p_{head}" in out:
-                scores.setdefault(head, []).append(out[f"p_{head}"].float().cpu())
-                labels.setdefault(head, []).append(batch[label].float().cpu())
-        if "p_video" in out and "p_audio" in out:
-            scores.setdefault("two_stream", []).append(torch.maximum(out["p_video"], out["p_audio"]).float().cpu())
-            labels.setdefault("two_stream", []).append(batch["sequence_fake"].float().cpu())
-    result = {}
-    for head in scores:
-        s, y = torch.cat(scores[head]).numpy(), torch.cat(labels[head]).numpy()
-        result[head] = {"acc": M.accuracy(s, y), "auc": M.auc(s, y), "n": len(y)}
-    return result
+def validation_modes(model) -> tuple[str, ...]:
+    """What validation reports: each output of the model, and two_stream where it has both heads."""
+    outputs = type(model).outputs
+    return tuple(outputs) + (("two_stream",) if {"video", "audio"} <= set(outputs) else ())
+
+
+def evaluate(model, ds: ShardDataset, device, amp: bool = False, batch_size: int = 16, workers: int = 0) -> dict:
+    """Accuracy/AUC/count per output of ``model`` on ``ds`` (both inference modes for av
+    models: ``sync`` and ``two_stream``), from the one scoring loop (:func:`detector.scoring.score`)."""
+    raw = score(model, ds, device, batch_size, workers=workers, amp=amp)
+    return validation_figures(raw, validation_modes(model))
 
 
 class CsvLog:
@@ -195,25 +180,162 @@ def _finished(pos: dict, tc) -> str | None:
     return None
 
 
-def _better(score: float, best: float | None) -> bool:
+def _better(value: float, best: float | None) -> bool:
     """A first score is the best so far; a finite one beats any earlier NaN (e.g. the AUC of a
     one-class validation set) and any lower one."""
     if best is None:
         return True
-    return bool(np.isfinite(score) and (not np.isfinite(best) or score > best))
+    return bool(np.isfinite(value) and (not np.isfinite(best) or value > best))
 
 
-def _validate(net, loader, device, amp: bool, pos: dict, epoch: int, main: str, select_on: str, log) -> bool:
-    """Validate after ``epoch`` and log it; updates ``pos`` (best score, its epoch, validations
-    since it) and returns whether this model is the best so far."""
-    figures = evaluate(net, loader, device, amp)
-    log.write(phase="val", epoch=epoch, step=pos["step"], **_flat(figures))
-    score = float(figures.get(main, {}).get(select_on, float("nan")))
-    if _better(score, pos["best"]):
-        pos["best"], pos["best_epoch"], pos["stale"] = score, epoch, 0
-        return True
-    pos["stale"] += 1
-    return False
+def _resolve_run(out_dir: Path, cfg: ExperimentConfig | None, resume: bool,
+                 overrides: dict | None) -> tuple[ExperimentConfig, dict | None]:
+    """The run's config (a resumed run's from its ``last.pt``, then ``overrides``) and the state
+    to resume from (None for a new run)."""
+    last_path = out_dir / "last.pt"
+    state = None
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"Nothing to resume: {last_path} does not exist")
+        state = ckpt.load_state(last_path)
+        cfg = ckpt.config_from(state["config"])
+    elif last_path.exists():
+        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig()  # overrides leave the caller's alone
+    for key, value in (overrides or {}).items():
+        if not hasattr(cfg.train, key):
+            raise ValueError(f"Unknown train setting {key!r}")
+        setattr(cfg.train, key, value)
+    return cfg, state
+
+
+class _Run:
+    """One training run in ``out_dir``: the model (DDP-wrapped under torchrun), optimizer,
+    schedule, scaler, data, position and log; :meth:`epoch` trains one (partial) epoch,
+    :meth:`end_epoch` validates and checkpoints."""
+
+    def __init__(self, shards, out_dir: Path, cfg: ExperimentConfig, dev: torch.device, rank: int, world: int,
+                 progress: bool):
+        tc = self.tc = cfg.train
+        self.cfg, self.dev, self.rank, self.world, self.progress = cfg, dev, rank, world, progress
+        self.out_dir = out_dir
+        self.train_ds, self.val_ds = datasets(shards, cfg)
+        self.data = ckpt.data_rates(shard_info(shards))
+        self.sampler = EpochSampler(len(self.train_ds), tc.seed, rank, world)
+        self.loader = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler,
+                                 num_workers=tc.num_workers, drop_last=False, persistent_workers=False,
+                                 pin_memory=dev.type == "cuda")
+        self.model = build_model(cfg.model).to(dev)
+        if world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.net = self.model.module if world > 1 else self.model
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        steps_per_epoch = max(1, math.ceil(math.ceil(len(self.train_ds) / world) / tc.batch_size))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _schedule(tc, tc.max_steps or tc.epochs * steps_per_epoch))
+        self.amp = tc.amp and dev.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # stale: validations since the best one (early stopping); kept in last.pt, so that --resume continues it
+        self.pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "stale": 0}
+        self.log = CsvLog(out_dir / "log.csv", rank == 0)
+        self.rng_state = None  # a resumed run's RNG state, restored once its first loader iterator exists
+
+    def restore(self, state: dict) -> None:
+        """Continue from a ``last.pt`` state: weights, optimizer, schedule, scaler, position, RNG."""
+        self.net.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if state["scaler"]:  # empty when saved without mixed precision (e.g. a CPU run)
+            self.scaler.load_state_dict(state["scaler"])
+        self.pos.update(state["position"])
+        self.rng_state = (state["rng"], state.get("cuda_rng"))
+
+    def save(self, path: Path) -> None:
+        if self.rank == 0:
+            ckpt.save(path, {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                             "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                             "rng": torch.get_rng_state(),
+                             "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.type == "cuda" else [],
+                             "position": self.pos, "config": self.cfg.to_dict(), "data": self.data})
+
+    def _restore_rng(self) -> None:
+        if self.rng_state is not None:
+            rng, cuda_rng = self.rng_state
+            torch.set_rng_state(rng)
+            if self.dev.type == "cuda" and cuda_rng:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            self.rng_state = None
+
+    def epoch(self) -> None:
+        """Train from the current position to the end of its epoch (or to ``max_steps``)."""
+        from tqdm.auto import tqdm
+
+        from .losses import compute_loss
+
+        tc, pos, epoch = self.tc, self.pos, self.pos["epoch"]
+        self.sampler.set_epoch(epoch, pos["batch"] * tc.batch_size)
+        for ds in (self.train_ds, self.val_ds):
+            if ds is not None:
+                ds.transform.set_epoch(epoch)
+        self.model.train()
+        batches = iter(self.loader)  # creating it draws from the global RNG: restore a resumed run's after
+        self._restore_rng()
+        bar = tqdm(batches, total=len(self.loader), desc=f"epoch {epoch}", dynamic_ncols=True,
+                   disable=not self.progress or self.rank != 0)
+        for batch in bar:
+            batch = to_device(batch, self.dev)
+            with torch.autocast(self.dev.type, enabled=self.amp):
+                out = self.model(batch)
+                loss, parts = compute_loss(out, batch, self.cfg.model.loss_weights)
+            self._step(loss)
+            pos["step"] += 1
+            pos["batch"] += 1
+            lr = self.sched.get_last_lr()[0]
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+            if pos["step"] % tc.log_every == 0:
+                self.log.write(phase="train", epoch=epoch, step=pos["step"], lr=lr, loss=loss.item(),
+                               **{f"loss_{k}": float(v) for k, v in parts.items()})
+            if tc.max_steps and pos["step"] >= tc.max_steps:
+                break
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.tc.clip_grad:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+
+    def validate(self, epoch: int) -> bool:
+        """Validate after ``epoch`` and log it; updates the position (best score, its epoch,
+        validations since it) and returns whether this model is the best so far."""
+        tc, pos = self.tc, self.pos
+        figures = evaluate(self.net, self.val_ds, self.dev, self.amp, tc.batch_size, tc.num_workers)
+        self.log.write(phase="val", epoch=epoch, step=pos["step"], **_flat(figures))
+        value = float(figures.get(type(self.net).main_output, {}).get(tc.select_on, float("nan")))
+        if _better(value, pos["best"]):
+            pos["best"], pos["best_epoch"], pos["stale"] = value, epoch, 0
+            return True
+        pos["stale"] += 1
+        return False
+
+    def end_epoch(self, epoch: int) -> None:
+        """After a complete epoch: validate (rank 0) and keep the best model; share rank 0's
+        decisions with every rank; write ``last.pt``."""
+        tc = self.tc
+        if not (tc.max_steps and self.pos["step"] >= tc.max_steps):  # the epoch is complete: validate
+            self.pos["epoch"], self.pos["batch"] = epoch + 1, 0
+            if self.val_ds is not None and self.rank == 0 and self.validate(epoch):
+                self.save(self.out_dir / "best.pt")
+        if self.world > 1:  # rank 0 validates: every rank takes its best score and count
+            import torch.distributed as dist
+
+            shared = [self.pos]
+            dist.broadcast_object_list(shared, src=0)
+            self.pos = shared[0]
+        self.save(self.out_dir / "last.pt")
 
 
 def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = False, device: str = "auto",
@@ -232,167 +354,29 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
     validation set but stopped (``max_steps``) before its first validation: there is no best
     model yet, and ``last`` is the checkpoint to use or resume.
     """
-    from tqdm.auto import tqdm
-
-    from .builder import build_model
-    from .losses import compute_loss
-
     rank, world, local_rank = _distributed()
     dev = _device(device, local_rank)
     out_dir = Path(out_dir)
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    state = None
-    if resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"Nothing to resume: {last_path} does not exist")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        cfg = _config_from(state["config"])
-    elif last_path.exists():
-        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    cfg = copy.deepcopy(cfg) if cfg is not None else ExperimentConfig()  # overrides leave the caller's alone
-    for key, value in (overrides or {}).items():
-        if not hasattr(cfg.train, key):
-            raise ValueError(f"Unknown train setting {key!r}")
-        setattr(cfg.train, key, value)
-    tc = cfg.train
+    cfg, state = _resolve_run(out_dir, cfg, resume, overrides)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    _seed(tc.seed + rank)
-    train_ds, val_ds = datasets(shards, cfg)
-    sampler = EpochSampler(len(train_ds), tc.seed, rank, world)
-    loader = DataLoader(_Transformed(train_ds), batch_size=tc.batch_size, sampler=sampler,
-                        num_workers=tc.num_workers, drop_last=False, persistent_workers=False,
-                        pin_memory=dev.type == "cuda")
-    val_loader = DataLoader(_Transformed(val_ds), batch_size=tc.batch_size, num_workers=tc.num_workers) \
-        if val_ds is not None and rank == 0 else None
-    model = build_model(cfg.model).to(dev)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    net = model.module if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / world) / tc.batch_size))
-    total = tc.max_steps or tc.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(tc, total))
-    amp = tc.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    # stale: validations since the best one (early stopping); kept in last.pt, so that --resume continues it
-    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "stale": 0}
+    _seed(cfg.train.seed + rank)
+    run = _Run(shards, out_dir, cfg, dev, rank, world, progress)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if state["scaler"]:  # empty when saved without mixed precision (e.g. a CPU run)
-            scaler.load_state_dict(state["scaler"])
-        pos.update(state["position"])
-    log = CsvLog(out_dir / "log.csv", rank == 0)
-    main = MAIN_OUTPUT[cfg.model.name]
-
-    def save(path: Path) -> None:
-        if rank == 0:
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else [], "position": pos,
-                        "config": cfg.to_dict(), "avdd_version": _version()}, tmp)
-            os.replace(tmp, path)
-
-    reason = _finished(pos, tc)
+        run.restore(state)
+    reason = _finished(run.pos, cfg.train)
     while reason is None:
-        epoch = pos["epoch"]
-        sampler.set_epoch(epoch, pos["batch"] * tc.batch_size)
-        for ds in (train_ds, val_ds):
-            if ds is not None:
-                ds.transform.set_epoch(epoch)
-        model.train()
-        batches = iter(loader)  # creating it draws from the global RNG: restore a resumed run's after
-        if state is not None:
-            torch.set_rng_state(state["rng"])
-            if dev.type == "cuda" and state.get("cuda_rng"):
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            state = None
-        bar = tqdm(batches, total=len(loader), desc=f"epoch {epoch}", disable=not progress or rank != 0,
-                   dynamic_ncols=True)
-        for batch in bar:
-            batch = _to(batch, dev)
-            with torch.autocast(dev.type, enabled=amp):
-                out = model(batch)
-                loss, parts = compute_loss(out, batch, cfg.model.loss_weights)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.clip_grad:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            pos["step"] += 1
-            pos["batch"] += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if pos["step"] % tc.log_every == 0:
-                log.write(phase="train", epoch=epoch, step=pos["step"], lr=sched.get_last_lr()[0],
-                          loss=loss.item(), **{f"loss_{k}": float(v) for k, v in parts.items()})
-            if tc.max_steps and pos["step"] >= tc.max_steps:
-                break
-        if not (tc.max_steps and pos["step"] >= tc.max_steps):  # the epoch is complete: validate
-            pos["epoch"], pos["batch"] = epoch + 1, 0
-            if val_loader is not None and _validate(net, val_loader, dev, amp, pos, epoch, main, tc.select_on, log):
-                save(best_path)
-        if world > 1:  # rank 0 validates: every rank takes its best score and count
-            import torch.distributed as dist
-
-            shared = [pos]
-            dist.broadcast_object_list(shared, src=0)
-            pos = shared[0]
-        save(last_path)
-        reason = _finished(pos, tc)
-    if val_ds is None:  # no validation: the best checkpoint is the last
-        save(best_path)
-    has_best = val_ds is None or pos["best_epoch"] >= 0
+        epoch = run.pos["epoch"]
+        run.epoch()
+        run.end_epoch(epoch)
+        reason = _finished(run.pos, cfg.train)
+    if run.val_ds is None:  # no validation: the best checkpoint is the last
+        run.save(out_dir / "best.pt")
+    pos = run.pos
+    has_best = run.val_ds is None or pos["best_epoch"] >= 0
     best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
     return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
-            "epochs": pos["epoch"], "stopped": reason, "last": str(last_path),
-            "best_checkpoint": str(best_path) if has_best else None}
+            "epochs": pos["epoch"], "stopped": reason, "last": str(out_dir / "last.pt"),
+            "best_checkpoint": str(out_dir / "best.pt") if has_best else None}
 
-
-class _Transformed(torch.utils.data.Dataset):
-    """A ShardDataset with its ``transform`` applied (kept apart so that the dataset stays
-    picklable for worker processes)."""
-
-    def __init__(self, ds: ShardDataset | None):
-        self.ds = ds
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        sample = self.ds[i]
-        return self.ds.transform(sample) if getattr(self.ds, "transform", None) else sample
-
-
-def _config_from(d: dict) -> ExperimentConfig:
-    from .config import _build
-
-    return _build(ExperimentConfig, d, "checkpoint config")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("avdd")
-    except PackageNotFoundError:
-        return "0.0.0+source"
-
-
-def load_checkpoint(path, device: str = "cpu"):
-    """(model in eval mode, ExperimentConfig) from a checkpoint written by :func:`train`."""
-    from .builder import build_model
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not an avdd detector checkpoint (no config/model)")
-    cfg = _config_from(state["config"])
-    model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg

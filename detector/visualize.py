@@ -46,7 +46,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .train import MAIN_OUTPUT
 
 PATCH_GRID = 7  # patches per side of a face crop
 FRACTION = 0.1  # share of patches shown as highest and as lowest
@@ -125,7 +124,7 @@ def explain(model, sample: dict) -> dict:
     (F,) (attention received; ones without attention), ``video_stage``; for audio models ``mel``
     (n_mels, T), ``mel_curve`` (T,) and ``curve_label``.
     """
-    main = MAIN_OUTPUT[model.cfg.name]
+    main = type(model).main_output
     device = next(model.parameters()).device
     batch = {}
     for key in ("video", "audio"):
@@ -381,10 +380,10 @@ def visualize(model, dataset, out_dir, n: int, seed: int = 0) -> list[Path]:
     """Write the PNGs described in the module docstring for ``n`` samples of ``dataset``.
 
     Args:
-        model: a detector (``model.cfg.name`` in av, av-noatt, video, audio); run in eval mode,
+        model: a detector (a class of :data:`detector.builder.MODELS`); run in eval mode,
             its mode is restored afterwards.
-        dataset: a ShardDataset with the model's modalities; its ``transform`` (if any,
-            normally ``Augment(train=False)``) is applied to each sample.
+        dataset: a ShardDataset with the model's modalities and its transform (normally
+            ``Augment(train=False)``).
         out_dir: created if missing.
         n: samples to show (see :func:`pick_samples`); mel pairs: up to ``n``, those of the
             picked samples that have a counterpart (:func:`source_pairs`).
@@ -396,13 +395,11 @@ def visualize(model, dataset, out_dir, n: int, seed: int = 0) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids, categories = dataset.strings("id"), dataset.strings("category")
-    transform = getattr(dataset, "transform", None)
     cache: dict[int, tuple[dict, dict]] = {}
 
     def run(i: int) -> tuple[dict, dict]:
         if i not in cache:
             sample = dataset[i]
-            sample = transform(sample) if transform else sample
             info = {"id": str(ids[i]), "category": str(categories[i]),
                     **{k: float(sample[k]) for k in ("video_fake", "audio_fake", "sequence_fake")}}
             ex = explain(model, sample)

@@ -108,22 +108,6 @@ def merge_cmd(manifests, out, prefix_ids):
 # ---- where stages run ----------------------------------------------------------------------
 
 
-def cluster_options(fn):
-    """Batch-cluster and task-resource options of every stage (beside --workers / --scheduler)."""
-    opts = [
-        click.option("--cluster", type=click.Choice(["slurm", "pbs", "sge", "lsf"]),
-                     help="Run on batch jobs (dask-jobqueue), adapting from zero jobs to the work."),
-        click.option("--cluster-config", type=click.Path(dir_okay=False, exists=True),
-                     help="YAML with cores, memory, walltime, queue, account, gpus_per_job, prologue, max_jobs "
-                          "(see pipeline/jobqueue.py)."),
-        click.option("--task-resources", metavar="NAME=N", multiple=True,
-                     help="Dask resources every task needs (default: GPU=1 when the stage runs on cuda)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
 def _placement(o: dict):
     """The Placement of a stage from its command-line options."""
     from .cluster import Placement
@@ -158,12 +142,37 @@ def _placement(o: dict):
 # ---- extract -------------------------------------------------------------------------------
 
 
-def extract_options(fn):
-    """Options shared by ``extract`` and ``run``."""
+def _add(fn, opts: list):
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def stage_run_options(overwrite_help: str):
+    """The options of how a stage runs, for every stage command: --workers, --scheduler,
+    --cluster, --cluster-config, --task-resources, --threads, --overwrite (its help says what is
+    replaced) and --no-progress."""
     opts = [
         click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask)."),
         click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT."),
+        click.option("--cluster", type=click.Choice(["slurm", "pbs", "sge", "lsf"]),
+                     help="Run on batch jobs (dask-jobqueue), adapting from zero jobs to the work."),
+        click.option("--cluster-config", type=click.Path(dir_okay=False, exists=True),
+                     help="YAML with cores, memory, walltime, queue, account, gpus_per_job, prologue, max_jobs "
+                          "(see pipeline/jobqueue.py)."),
+        click.option("--task-resources", metavar="NAME=N", multiple=True,
+                     help="Dask resources every task needs (default: GPU=1 when the stage runs on cuda)."),
         click.option("--threads", type=int, help="Torch/ffmpeg threads per task (default: cores / workers)."),
+        click.option("--overwrite", is_flag=True, help=overwrite_help),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]
+    return lambda fn: _add(fn, opts)
+
+
+def extract_options(fn):
+    """Options shared by ``extract`` and ``run``."""
+    fn = stage_run_options("Delete a store made with another config and start again.")(fn)
+    opts = [
         click.option("--fps", type=float, default=25.0, show_default=True, help="Frame grid."),
         click.option("--frames-per-clip", type=int, default=32, show_default=True),
         click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per item."),
@@ -174,12 +183,8 @@ def extract_options(fn):
         click.option("--refine-every", type=int, default=2, show_default=True, help="Local face fit on every k-th frame."),
         click.option("--detect-short-side", type=int, default=360, show_default=True, help="Detection resolution."),
         click.option("--device", default="cpu", show_default=True, help="MTCNN device: cpu or cuda[:N]."),
-        click.option("--overwrite", is_flag=True, help="Delete a store made with another config and start again."),
-        click.option("--no-progress", is_flag=True, help="No progress bar."),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    return _add(fn, opts)
 
 
 def _extract_config(o: dict):
@@ -223,7 +228,6 @@ def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
 @click.option("--store", required=True, type=StorePath(), help="zarr store to write (STORE.zarr or s3://...).")
 @click.option("--root", type=click.Path(file_okay=False), help="Corpus root (default: from the manifest's meta).")
 @extract_options
-@cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def extract_cmd(manifest, store, root, as_json, **o):
     """Extract face crops, mouth crops and clip-aligned 16 kHz audio of every MANIFEST item."""
@@ -314,15 +318,9 @@ def convert_options(fn):
         click.option("--batch-size", type=int, default=16, show_default=True, help="Clips converted together."),
         click.option("--trust-pickle", is_flag=True,
                      help="Allow a legacy pickled checkpoint (read with a restricted unpickler)."),
-        click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask)."),
-        click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT."),
-        click.option("--threads", type=int, help="Torch threads per task (default: cores / workers)."),
-        click.option("--overwrite", is_flag=True, help="Replace a conversion made with another checkpoint/config."),
-        click.option("--no-progress", is_flag=True, help="No progress bar."),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    fn = stage_run_options("Replace a conversion made with another checkpoint/config.")(fn)
+    return _add(fn, opts)
 
 
 @main.command("convert")
@@ -334,7 +332,6 @@ def convert_options(fn):
               help="Vocoder option, e.g. n_iter=64 (griffinlim) or f0_method=dio (world); "
                    "NAME.KEY=VALUE with --vocoder all (griffinlim.n_iter=64).")
 @convert_options
-@cluster_options
 @click.option("--half", is_flag=True,
               help="Neural vocoders in float16 (CUDA only): faster, but float16 rounding adds a noise floor "
                    "(~66 dB below the signal) that float32 conversions lack, a cue a detector may learn.")
@@ -393,12 +390,11 @@ def shard_options(fn, with_vocoders: bool = True):
         click.option("--no-keep-splits", is_flag=True, help="Ignore the splits datasets give; assign all by ratio."),
         click.option("--unpaired", is_flag=True, help="Ablation: permute audio across the samples of each split."),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--no-cache-mel", is_flag=True, help="Do not store log-mels (the model computes them)."),
+        click.option("--cache-mel/--no-cache-mel", default=False, show_default=True,
+                     help="Also store the log-mel of every audio track (the models compute it from the audio)."),
         click.option("--keep-unlabelled", is_flag=True, help="Keep samples of unknown labels (-1), for inference."),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    return _add(fn, opts)
 
 
 def _shards_config(o: dict):
@@ -412,7 +408,7 @@ def _shards_config(o: dict):
                        unpaired=o["unpaired"], seed=o["seed"], keep_unlabelled=o.get("keep_unlabelled", False))
     return ShardsConfig(pairs=pairs, split_ratios=parse_ratios(o["split_ratios"]),
                         keep_given_splits=not o["no_keep_splits"], split_seed=o["seed"],
-                        cache_mel=not o["no_cache_mel"])
+                        cache_mel=o["cache_mel"])
 
 
 def _run_build(store, out, o: dict, as_json: bool) -> None:
@@ -442,12 +438,7 @@ def _run_build(store, out, o: dict, as_json: bool) -> None:
 @click.option("--store", required=True, type=StorePath(exists=True))
 @click.option("--out", required=True, type=StorePath(), help="Shards to write (SHARDS.zarr or s3://...).")
 @shard_options
-@click.option("--workers", type=int, help="Local Dask worker processes (default: one per core; 0: no Dask).")
-@click.option("--scheduler", help="Run on an existing Dask cluster: tcp://HOST:PORT.")
-@click.option("--threads", type=int, help="Threads per task.")
-@click.option("--overwrite", is_flag=True, help="Rebuild shards made from another store state or config.")
-@click.option("--no-progress", is_flag=True)
-@cluster_options
+@stage_run_options("Rebuild shards made from another store state or config.")
 @click.option("--json", "as_json", is_flag=True)
 def build_shards_cmd(store, out, as_json, **o):
     """Training-ready samples from an extracted (and converted) STORE: pairs, labels, leak-free
@@ -492,7 +483,6 @@ def inspect_cmd(store, as_json, png, rows):
 @click.option("--shards", type=click.Path(file_okay=False), help="Training shards (default: STORE.shards.zarr beside the store).")
 @functools.partial(shard_options, with_vocoders=False)
 @extract_options
-@cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
 def run_cmd(corpus_dir, store, labels, default_label, vocoders, batch_size, shards, as_json, **o):
     """The main job: index CORPUS_DIR (folder recipe), extract into STORE, convert the real

@@ -198,7 +198,7 @@ def convert(store, cfg: ConvertConfig, client=None, scheduler: str | None = None
 
 
 def summarize(store, vocoder: str, plan: dict, skipped: int = 0, not_extracted: int = 0, run=None) -> ConvertSummary:
-    markers = [m for m in st.all_markers(store, STAGE, vocoder) if m["config_hash"] == plan["stage_hash"]]
+    markers = st.valid_markers(store, STAGE, vocoder, plan["stage_hash"])
     counts: dict[str, float] = {}
     for m in markers:
         for k, v in m["counts"].items():

@@ -190,23 +190,13 @@ def _audio_span(audio: np.ndarray, start: int, n: int) -> np.ndarray | None:
 # ---- one shard -----------------------------------------------------------------------------
 
 
+def _specs(cfg: ExtractConfig) -> list:
+    return st.extract_specs(cfg.frames_per_clip, cfg.face.face_size, cfg.face.mouth_size, cfg.audio_samples)
+
+
 def _buffers(n: int, cfg: ExtractConfig) -> dict[str, np.ndarray]:
-    F, S, M = cfg.frames_per_clip, cfg.face.face_size, cfg.face.mouth_size
-    return {
-        "video/face": np.zeros((n, F, S, S, 3), np.uint8),
-        "video/mouth": np.zeros((n, F, M, M, 3), np.uint8),
-        "video/box": np.zeros((n, F, 4), np.float32),
-        "video/landmarks": np.zeros((n, F, 5, 2), np.float32),
-        "video/confidence": np.full((n, F), np.nan, np.float32),
-        "audio/real": np.zeros((n, cfg.audio_samples), np.float32),
-        "meta/status": np.full(n, st.STATUS["unused"], np.int8),
-        "meta/has_video": np.zeros(n, bool),
-        "meta/has_audio": np.zeros(n, bool),
-        "meta/start_frame": np.full(n, -1, np.int32),
-        "meta/n_faces": np.zeros(n, np.int8),
-        "meta/source_size": np.zeros((n, 2), np.int32),
-        "meta/duration": np.full(n, np.nan, np.float32),
-    }
+    """One shard's arrays in memory (``n`` samples), as the store's specs define them."""
+    return {spec.name: spec.buffer(n) for spec in _specs(cfg)}
 
 
 def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: str, threads: int = 1) -> dict:
@@ -350,27 +340,25 @@ def _create_arrays(store, rows: list[ManifestRow], cfg: ExtractConfig, plan: dic
     root = st.open_root(store, mode="w")
     root.attrs["avdd"] = {"format": st.FORMAT, "version": st.FORMAT_VERSION, "stages": {}}
     N, K = plan["n_samples"], plan["shard_size"]
-    for name, arr in _buffers(1, cfg).items():
-        small = arr.ndim <= 2 and arr.itemsize * int(np.prod(arr.shape[1:])) <= 64
-        st.create_array(root, name, (N, *arr.shape[1:]), arr.dtype, K,
-                        fill_value=arr.flat[0].item() if arr.size else 0, sample_chunk=K if small else 1)
+    for spec in _specs(cfg):
+        spec.create(root, N, K)
     C = cfg.clips_per_video
     rep = lambda values: np.repeat(np.asarray(values), C)  # noqa: E731  item -> its C samples
     items = root.create_array("items/row", shape=(len(rows),), chunks=(max(1, min(len(rows), 4096)),), dtype=str)
     if rows:
         items[:] = np.array([json.dumps(r.to_dict(), sort_keys=True) for r in rows])
     static = {
-        "meta/item": (rep(np.arange(len(rows), dtype=np.int32)), np.int32),
-        "meta/clip": (np.tile(np.arange(C, dtype=np.int16), len(rows)), np.int16),
-        "meta/video_label": (rep([st.LABEL_CODES[r.video_label] for r in rows]), np.int8),
-        "meta/audio_label": (rep([st.LABEL_CODES[r.audio_label] for r in rows]), np.int8),
+        "meta/item": rep(np.arange(len(rows), dtype=np.int32)),
+        "meta/clip": np.tile(np.arange(C, dtype=np.int16), len(rows)),
+        "meta/video_label": rep([st.LABEL_CODES[r.video_label] for r in rows]),
+        "meta/audio_label": rep([st.LABEL_CODES[r.audio_label] for r in rows]),
     }
-    for name, (values, dtype) in static.items():
-        st.create_array(root, name, (N,), dtype, K, sample_chunk=K)[:] = values.astype(dtype)
-    for key in ("id", "method", "split", "identity", "group"):
-        arr = st.create_array(root, f"meta/{key}", (N,), str, K)
+    for spec in st.ITEM_SPECS:
+        spec.create(root, N, K)[:] = static[spec.name].astype(spec.dtype)
+    for spec in st.STRING_SPECS:
+        arr = spec.create(root, N, K)
         if rows:
-            arr[:] = rep([getattr(r, key) or "" for r in rows]).astype(str)
+            arr[:] = rep([getattr(r, spec.name.split("/")[1]) or "" for r in rows]).astype(str)
     st.set_stage_attrs(store, STAGE, plan)
 
 
@@ -414,8 +402,7 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
 
 
 def summarize(store, plan: dict, skipped: int = 0, run=None) -> ExtractSummary:
-    markers = st.all_markers(store, STAGE, OUTPUT)
-    markers = [m for m in markers if m.get("config_hash") == plan["stage_hash"]]
+    markers = st.valid_markers(store, STAGE, OUTPUT, plan["stage_hash"])
     counts: dict[str, int] = {}
     reasons: dict[str, int] = {}
     failures = []

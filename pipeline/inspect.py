@@ -23,11 +23,8 @@ def inspect_store(store) -> dict:
     root = st.open_root(store)
     m = {k: root[f"meta/{k}"][:] for k in ("status", "has_video", "has_audio", "video_label", "audio_label",
                                            "method", "split", "item")}
-    markers = [mk for mk in st.all_markers(store, "extract", "samples") if mk["config_hash"] == plan["stage_hash"]]
-    done = np.zeros(plan["n_samples"], bool)
-    for mk in markers:
-        lo = mk["shard"] * plan["shard_size"]
-        done[lo : lo + plan["shard_size"]] = True
+    markers = st.valid_markers(store, "extract", "samples", plan["stage_hash"])
+    done = st.done_mask(store, "extract", "samples", plan["stage_hash"], plan["n_samples"], plan["shard_size"])
     used = done & (m["status"] <= st.STATUS["partial"])
     labels = Counter(
         f"video={_LABEL_NAMES[int(v)]},audio={_LABEL_NAMES[int(a)]}"
@@ -68,7 +65,7 @@ def _vocoders(store, attrs: dict) -> dict:
         if not key.startswith("convert:"):
             continue
         name = plan["vocoder"]
-        markers = [m for m in st.all_markers(store, "convert", name) if m["config_hash"] == plan["stage_hash"]]
+        markers = st.valid_markers(store, "convert", name, plan["stage_hash"])
         out[name] = {
             "shards_done": len(markers),
             "converted": sum(m["counts"]["samples"] for m in markers),

@@ -16,25 +16,26 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.fft import dct
 
-_MEL_CACHE: dict[tuple, np.ndarray] = {}
-
+from .vocoders.mel import MelSpec
 
 def _power_spec(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """(N,) -> (T, n_fft // 2 + 1) power spectrogram, hann window, centred frames."""
-    pad = np.pad(x.astype(np.float64), n_fft // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(pad, n_fft)[::hop]
-    return np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=1)) ** 2
+    """(N,) -> (T, n_fft // 2 + 1) power spectrogram (float64), periodic Hann, centred frames:
+    the STFT of :class:`~pipeline.vocoders.mel.MelSpec`."""
+    wav = torch.from_numpy(np.asarray(x, dtype=np.float64))[None]
+    return (_spec(n_fft, hop).magnitude(wav)[0].T ** 2).numpy()
 
 
 def _mel_fb(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    key = (sr, n_fft, n_mels)
-    if key not in _MEL_CACHE:
-        import librosa
+    """(n_mels, n_fft // 2 + 1) Slaney mel filterbank up to sr / 2 (librosa's, as MelSpec's)."""
+    return MelSpec(sample_rate=sr, n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels).filterbank(
+        dtype=torch.float64).numpy()
 
-        _MEL_CACHE[key] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmax=sr / 2).astype(np.float64)
-    return _MEL_CACHE[key]
+
+def _spec(n_fft: int, hop: int) -> MelSpec:
+    return MelSpec(sample_rate=16000, n_fft=n_fft, hop_length=hop)  # only the STFT is used: rate and bands unused
 
 
 def _active(power: np.ndarray, range_db: float = 50.0) -> np.ndarray:

@@ -40,7 +40,7 @@ class ShardsConfig:
     split_ratios: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     keep_given_splits: bool = True  # keep the splits datasets give (FF++ official, ASVspoof ...)
     split_seed: int = 0
-    cache_mel: bool = True  # store the log-mel of every audio track (float16)
+    cache_mel: bool = False  # opt-in: store the log-mel of every audio track (float16); the models compute it
     clips_per_shard: int = 32  # video clips per zarr shard (and per copy task)
     audio_per_shard: int = 256  # audio tracks per zarr shard (and per copy task)
 
@@ -55,11 +55,8 @@ def store_view(store) -> tuple[StoreView, list[dict], dict]:
     if ext is None:
         raise ValueError(f"{store} has no extracted samples: run `avdd-data extract` first")
     g = st.open_root(store)
-    n = ext["n_samples"]
-    done = np.zeros(n, bool)
-    for m in st.all_markers(store, "extract", "samples"):
-        if m["config_hash"] == ext["stage_hash"]:
-            done[m["shard"] * ext["shard_size"] : (m["shard"] + 1) * ext["shard_size"]] = True
+    n, k = ext["n_samples"], ext["shard_size"]
+    done = st.done_mask(store, "extract", "samples", ext["stage_hash"], n, k)
     meta = {k: g[f"meta/{k}"][:] for k in ("status", "has_video", "has_audio", "video_label", "audio_label",
                                            "method", "item", "identity")}
     rows = [json.loads(str(r)) for r in g["items/row"][:]]
@@ -68,12 +65,7 @@ def store_view(store) -> tuple[StoreView, list[dict], dict]:
         if not key.startswith("convert:"):
             continue
         name = plan["vocoder"]
-        ok = np.zeros(n, bool)
-        for m in st.all_markers(store, "convert", name):
-            if m["config_hash"] == plan["stage_hash"]:
-                ok[m["shard"] * ext["shard_size"] : (m["shard"] + 1) * ext["shard_size"]] = True
-                for f in m["failures"]:
-                    ok[f["sample"]] = False
+        ok = st.done_mask(store, "convert", name, plan["stage_hash"], n, k, drop_failed=True)
         converted[name] = ok & meta["has_audio"]
     cfg = ext["config"]
     view = StoreView(
@@ -206,16 +198,18 @@ def shift_audio(wave: np.ndarray, shift: int, fade: int = 160) -> np.ndarray:
 
 
 def log_mel(wave: np.ndarray) -> np.ndarray:
-    """(B, N) 16 kHz audio -> (B, n_mels, N // hop + 1) natural-log mel power (see :data:`MEL`)."""
+    """(B, N) 16 kHz audio -> (B, n_mels, N // hop + 1) natural-log mel power (see :data:`MEL`):
+    the pipeline's one STFT/mel implementation (:class:`pipeline.vocoders.mel.MelSpec`, centred
+    frames, periodic Hann, Slaney filterbank), squared magnitude, ``ln(mel + log_offset)``."""
     import torch
-    import torchaudio
 
-    m = torchaudio.transforms.MelSpectrogram(
-        sample_rate=MEL["sample_rate"], n_fft=MEL["n_fft"], win_length=MEL["win_length"],
-        hop_length=MEL["hop_length"], f_min=MEL["f_min"], f_max=MEL["f_max"], n_mels=MEL["n_mels"],
-        power=2.0, center=True, pad_mode="reflect", norm="slaney", mel_scale="slaney")
+    from .vocoders.mel import MelSpec
+
+    spec = MelSpec(sample_rate=MEL["sample_rate"], n_fft=MEL["n_fft"], hop_length=MEL["hop_length"],
+                   win_length=MEL["win_length"], n_mels=MEL["n_mels"], fmin=MEL["f_min"], fmax=MEL["f_max"])
     with torch.inference_mode():
-        return torch.log(m(torch.from_numpy(np.ascontiguousarray(wave))) + MEL["log_offset"]).numpy()
+        power = spec.magnitude(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))) ** 2
+        return torch.log(torch.matmul(spec.filterbank(dtype=power.dtype), power) + MEL["log_offset"]).numpy()
 
 
 # ---- the driver ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,65 @@ def create_array(root: zarr.Group, name: str, shape, dtype, shard_size: int, fil
     )
 
 
+# ---- array specs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the sample axis: ``name``, the shape of one sample, dtype, fill value and
+    inner chunking (``"shard"``: one chunk per task shard, for small per-sample values; ``"sample"``:
+    one chunk per sample, for random reads of media). Strings (``dtype`` str) are chunked per shard."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: object
+    fill: object = 0
+    chunk: str = "sample"
+
+    def create(self, root: zarr.Group, n: int, shard_size: int):
+        """The array with its final shape: ``n`` samples, zarr shards of ``shard_size``."""
+        sample_chunk = shard_size if self.chunk == "shard" else 1
+        return create_array(root, self.name, (n, *self.shape), self.dtype, shard_size, fill_value=self.fill,
+                            sample_chunk=sample_chunk)
+
+    def buffer(self, n: int) -> np.ndarray:
+        """``n`` samples in memory, filled as a fresh array is."""
+        return np.full((n, *self.shape), self.fill, self.dtype)
+
+
+def _spec(name: str, shape: tuple[int, ...], dtype, fill=0) -> ArraySpec:
+    small = len(shape) <= 1 and np.dtype(dtype).itemsize * int(np.prod(shape)) <= 64
+    return ArraySpec(name, shape, dtype, fill, "shard" if small else "sample")
+
+
+def extract_specs(frames: int, face: int, mouth: int, audio_samples: int) -> list[ArraySpec]:
+    """The arrays the extract stage fills per shard (see the layout above): ``frames`` per
+    clip, ``face`` and ``mouth`` crop sides, ``audio_samples`` per clip."""
+    F = frames
+    return [
+        _spec("video/face", (F, face, face, 3), np.uint8),
+        _spec("video/mouth", (F, mouth, mouth, 3), np.uint8),
+        _spec("video/box", (F, 4), np.float32),
+        _spec("video/landmarks", (F, 5, 2), np.float32),
+        _spec("video/confidence", (F,), np.float32, np.nan),
+        _spec("audio/real", (audio_samples,), np.float32),
+        _spec("meta/status", (), np.int8, STATUS["unused"]),
+        _spec("meta/has_video", (), bool, False),
+        _spec("meta/has_audio", (), bool, False),
+        _spec("meta/start_frame", (), np.int32, -1),
+        _spec("meta/n_faces", (), np.int8),
+        _spec("meta/source_size", (2,), np.int32),
+        _spec("meta/duration", (), np.float32, np.nan),
+    ]
+
+
+# the per-item arrays written once when a store is created (from the manifest)
+ITEM_SPECS = [ArraySpec("meta/item", (), np.int32, chunk="shard"), ArraySpec("meta/clip", (), np.int16, chunk="shard"),
+              ArraySpec("meta/video_label", (), np.int8, chunk="shard"),
+              ArraySpec("meta/audio_label", (), np.int8, chunk="shard")]
+STRING_SPECS = [ArraySpec(f"meta/{k}", (), str, chunk="shard") for k in ("id", "method", "split", "identity", "group")]
+
+
 def remove(path) -> None:
     if is_url(path):
         fs, p = _fs(str(path))
@@ -227,6 +287,25 @@ def all_markers(store, stage: str, output: str) -> list[dict]:
         if m is not None:
             out.append(m)
     return out
+
+
+def valid_markers(store, stage: str, output: str, expected_hash: str) -> list[dict]:
+    """The done-markers of (``stage``, ``output``) written with the config hash ``expected_hash``."""
+    return [m for m in all_markers(store, stage, output) if m.get("config_hash") == expected_hash]
+
+
+def done_mask(store, stage: str, output: str, expected_hash: str, n_samples: int, shard_size: int,
+              drop_failed: bool = False) -> np.ndarray:
+    """(n_samples,) bool: the samples of the shards that have a valid done-marker of (``stage``,
+    ``output``); with ``drop_failed``, without the samples those markers list as failed."""
+    done = np.zeros(n_samples, bool)
+    for m in valid_markers(store, stage, output, expected_hash):
+        done[m["shard"] * shard_size : (m["shard"] + 1) * shard_size] = True
+        if drop_failed:
+            for f in m["failures"]:
+                if f.get("sample") is not None:
+                    done[f["sample"]] = False
+    return done
 
 
 def _json_default(o):

@@ -17,7 +17,7 @@ import torchaudio
 from torch import nn
 
 from ..config import AudioStreamConfig
-from ..modules.conv import ResBlock2d, init_conv_weights
+from ..modules.conv import ResBlock2d, finish_stream
 
 LOG_OFFSET = 1e-6  # log-mel = ln(mel power + LOG_OFFSET), as the shards' cached mel
 
@@ -120,11 +120,7 @@ class AudioStream(nn.Module):
             layers = [ResBlock2d(c, width, stride=2)] + [ResBlock2d(width, width) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             c = width
-        self.stages = nn.ModuleList(stages)
-        self.widths = tuple(cfg.widths)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(c, 1)
-        init_conv_weights(self)
+        finish_stream(self, stages, cfg.widths, cfg.dropout)
 
     def forward(self, wave: torch.Tensor) -> dict:
         mel = self.frontend(wave)

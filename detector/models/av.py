@@ -42,11 +42,13 @@ Returns ``logit_<m>`` and ``p_<m>`` (B,) for each output m of the model ("video"
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
-from torch import nn
 
 from ..config import ModelConfig
 from .audio import AudioStream
+from .base import Detector
 from .sync import SyncStream
 from .video import VideoStream
 
@@ -59,13 +61,26 @@ def _head(name: str, logit: torch.Tensor) -> dict:
     return {f"logit_{name}": logit, f"p_{name}": torch.sigmoid(logit)}
 
 
-class AVDetector(nn.Module):
-    """The {2+1}-stream network; ``cfg.sync.attention`` False gives the "av-noatt" ablation.
+class AVDetector(Detector):
+    """The {2+1}-stream network (``cfg.sync.attention`` must be on; :class:`AVNoAttention` is the
+    ablation without it).
 
     Forward: batch with ``video`` (B, F, 3, H, W) and ``audio`` (B, L) -> ``logit_video``,
     ``p_video``, ``logit_audio``, ``p_audio``, ``logit_sync``, ``p_sync`` (B,), ``features``,
     ``attention`` (see the module docstring).
     """
+
+    modalities = ("video", "audio")
+    outputs = ("video", "audio", "sync")
+    main_output = "sync"
+    modes = ("sync", "two_stream")
+
+    @staticmethod
+    def resolve_config(cfg: ModelConfig) -> ModelConfig:
+        """The config this class builds from (an error where it contradicts the class)."""
+        if not cfg.sync.attention:
+            raise ValueError("Model 'av' has sync.attention=False: name it 'av-noatt' for the no-attention ablation")
+        return cfg
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -86,11 +101,25 @@ class AVDetector(nn.Module):
                 "features": features, "attention": s["attention"]}
 
 
-class _OneStream(nn.Module):
+class AVNoAttention(AVDetector):
+    """The "av-noatt" ablation: the {2+1}-stream network whose sync stream concatenates and
+    pools instead of attending (its ``sync.attention`` is always off)."""
+
+    @staticmethod
+    def resolve_config(cfg: ModelConfig) -> ModelConfig:
+        return dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, attention=False))
+
+
+class _OneStream(Detector):
     """One stream alone, kept under its modality's name (so its weights are named as in the AV
     model). Forward: batch with ``<m>`` -> ``logit_<m>``, ``p_<m>``, ``features``."""
 
     modality: str = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.modalities = cls.outputs = cls.modes = (cls.modality,)
+        cls.main_output = cls.modality
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

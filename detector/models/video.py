@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import VideoStreamConfig
-from ..modules.conv import Conv2Plus1d, ResBlock2Plus1d, init_conv_weights
+from ..modules.conv import Conv2Plus1d, ResBlock2Plus1d, finish_stream
 
 # Inputs are normalised per RGB channel with the ImageNet statistics (torchvision's
 # ``IMAGENET1K`` transforms): the network is trained from scratch, any fixed centring works, and
@@ -60,11 +60,7 @@ class VideoStream(nn.Module):
             layers += [ResBlock2Plus1d(width, width) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             c = width
-        self.stages = nn.ModuleList(stages)
-        self.widths = tuple(cfg.widths)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(c, 1)
-        init_conv_weights(self)
+        finish_stream(self, stages, cfg.widths, cfg.dropout)
 
     def forward(self, video: torch.Tensor) -> dict:
         x = check_video(video).permute(0, 2, 1, 3, 4)  # (B, 3, F, H, W)

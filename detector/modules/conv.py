@@ -116,3 +116,13 @@ def init_conv_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def finish_stream(stream: nn.Module, stages: list[nn.Module], widths, dropout: float) -> None:
+    """The tail every stream shares: its ``stages`` (a ModuleList), ``widths``, dropout and a
+    linear head on the last stage's pooled features; then :func:`init_conv_weights`."""
+    stream.stages = nn.ModuleList(stages)
+    stream.widths = tuple(widths)
+    stream.dropout = nn.Dropout(dropout)
+    stream.head = nn.Linear(stream.widths[-1], 1)
+    init_conv_weights(stream)

@@ -13,7 +13,7 @@ from detector.cli import detect_main, eval_main
 from detector.data import shard_info
 from detector.evaluate import audio_cues, evaluate_shards
 from detector.report import write_report
-from detector.train import load_checkpoint
+from detector.checkpoint import load_checkpoint
 
 
 def png(path):
@@ -278,3 +278,24 @@ def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
         assert list(m["modes"]) == ["audio"] and 0 <= m["modes"]["audio"]["auc"] <= 1
         assert m["file_level"]["audio"]["n"] == n
         assert "| audio head | audio |" in (w / "reports" / name / "report.md").read_text()
+
+
+def test_detect_on_a_dask_scheduler_scores_as_in_process(audio_checkpoint, sample_data, tmp_path):
+    """``avdd-detect --scheduler`` prepares the files on a Dask cluster (here a local one, reached
+    by its address like any running cluster) and scores them as the in-process run does."""
+    from distributed import LocalCluster
+
+    files = [str(sample_data / "speech/psphinx_numbers.wav"), str(sample_data / "speech/psphinx_goforward.wav")]
+    base = ["--checkpoint", audio_checkpoint, "--json", "--clips", "2"]
+    local = CliRunner().invoke(detect_main, [*files, *base])
+    assert local.exit_code == 0, local.output
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        remote = CliRunner().invoke(detect_main, [*files, *base, "--scheduler", cluster.scheduler_address,
+                                                  "--work-dir", str(tmp_path / "work")])
+    assert remote.exit_code == 0, remote.output
+    a, b = json.loads(local.output)["files"], json.loads(remote.output)["files"]
+    assert [f["path"] for f in a] == [f["path"] for f in b]
+    for x, y in zip(a, b):
+        assert x["p_audio_fake"] == pytest.approx(y["p_audio_fake"], abs=1e-6) and x["clips"] == y["clips"] == 2
+    assert (tmp_path / "work" / "extract" / "store.zarr").is_dir()

@@ -15,10 +15,12 @@ from torch.utils.data import DataLoader
 from detector import config as C
 from detector import train as T
 from detector.augment import Augment
+from detector.builder import model_class
+from detector.checkpoint import load_checkpoint
 from detector.cli import train_main
 from detector.data import ShardDataset
 from detector.metrics import accuracy, auc
-from detector.train import _Transformed, load_checkpoint, train
+from detector.train import train
 from tests.conftest import torch_threads
 
 NO_AUGMENT = C.AugmentConfig(p_gaussian_noise=0, p_jpeg=0, p_video_compression=0, p_flip=0, random_crop=False,
@@ -29,12 +31,12 @@ two_threads = torch_threads(2)
 
 
 def scores(model, shards, split, cfg, head):
-    mods = ("video", "audio") if cfg.model.name.startswith("av") else (cfg.model.name,)
-    ds = ShardDataset(shards, split=split, modalities=mods, require=mods, pairs=tuple(cfg.train.pairs) or None)
-    ds.transform = Augment.for_model(cfg, train=False)
+    mods = model_class(cfg.model.name).modalities
+    ds = ShardDataset(shards, split=split, modalities=mods, require=mods, pairs=tuple(cfg.train.pairs) or None,
+                      transform=Augment.for_model(cfg, train=False))
     out = {"s": [], "y": []}
     with torch.inference_mode():
-        for batch in DataLoader(_Transformed(ds), batch_size=16):
+        for batch in DataLoader(ds, batch_size=16):
             r = model(batch)
             out["s"].append(r[f"p_{head}"])
             out["y"].append(batch[{"audio": "audio_fake", "video": "video_fake", "sync": "sequence_fake"}[head]])
@@ -149,9 +151,9 @@ def test_early_stopping_counts_across_resume(speech_shards, tmp_path, monkeypatc
     aucs = iter([float("nan"), 0.6, 0.7, 0.65, 0.66, 0.9, 0.95])
     validated = []
 
-    def scripted(model, loader, device, amp=False):
+    def scripted(model, ds, device, amp=False, batch_size=16, workers=0):
         validated.append(1)
-        return {"audio": {"acc": 0.5, "auc": next(aucs), "n": len(loader.dataset)}}
+        return {"audio": {"acc": 0.5, "auc": next(aucs), "n": len(ds)}}
 
     monkeypatch.setattr(T, "evaluate", scripted)
     cfg = C.tiny("audio")
@@ -176,13 +178,13 @@ def test_video_model_trains_on_video_only_samples(av_shards, tmp_path, monkeypat
     """FF++ items have no audio track: the video model trains on them (the av model leaves them
     out). The fixture's split puts the FF++ items in 'val', so this run trains on that split."""
     seen = []
-    to_device = T._to
+    to_device = T.to_device
 
     def spy(batch, device):
         seen.append({k: batch[k].clone() for k in ("has_audio", "has_video", "index", "video")})
         return to_device(batch, device)
 
-    monkeypatch.setattr(T, "_to", spy)
+    monkeypatch.setattr(T, "to_device", spy)
     cfg = C.tiny("video")
     cfg.train.epochs, cfg.train.batch_size, cfg.train.log_every = 1, 4, 1
     cfg.train.train_split, cfg.train.val_split = "val", ""

@@ -10,9 +10,8 @@ from PIL import Image
 from detector import config as C
 from detector import visualize as V
 from detector.augment import Augment
-from detector.builder import build_model
+from detector.builder import build_model, model_class
 from detector.data import ShardDataset
-from detector.train import MODALITIES
 from tests.conftest import torch_threads
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,14 +25,13 @@ def setup(shards, name: str):
     cfg = C.tiny(name)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    mods = MODALITIES[name]
-    ds = ShardDataset(shards, split=None, modalities=mods, require=mods)
-    ds.transform = Augment.for_model(cfg, train=False)
+    mods = model_class(name).modalities
+    ds = ShardDataset(shards, split=None, modalities=mods, require=mods, transform=Augment.for_model(cfg, train=False))
     return model, ds
 
 
 def sample(ds, i: int) -> dict:
-    return ds.transform(ds[i])
+    return ds[i]
 
 
 @pytest.mark.parametrize("name, kinds", [("av", {"patches", "cam", "mel"}), ("av-noatt", {"patches", "cam", "mel"}),

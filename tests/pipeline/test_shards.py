@@ -52,7 +52,7 @@ def test_conversions_of_the_sample_videos_audio(converted):
 @pytest.fixture(scope="module")
 def built(converted, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / "six.shards.zarr"
-    result = build_shards(converted, out, ShardsConfig(pairs=ALL_PAIRS), workers=0, progress=False)
+    result = build_shards(converted, out, ShardsConfig(pairs=ALL_PAIRS, cache_mel=True), workers=0, progress=False)
     return out, result
 
 
@@ -132,7 +132,7 @@ def test_dataloader_workers_and_split_selection(built):
 
 def test_rerun_skips_and_holdout(built, converted, tmp_path):
     out, result = built
-    again = build_shards(converted, out, ShardsConfig(pairs=ALL_PAIRS), workers=0, progress=False)
+    again = build_shards(converted, out, ShardsConfig(pairs=ALL_PAIRS, cache_mel=True), workers=0, progress=False)
     assert again["computed"] == 0 and again["skipped"] == result["blocks"]
     with pytest.raises(st.StoreMismatch, match="--overwrite"):
         build_shards(converted, out, ShardsConfig(), workers=0, progress=False)
@@ -152,7 +152,8 @@ def test_audio_only_store_gives_audio_only_shards(sample_data, tmp_path):
     store = tmp_path / "s.zarr"
     extract(manifest, store, config=ExtractConfig(clips_per_video=2), workers=0, progress=False)
     convert(store, ConvertConfig("griffinlim", options={"n_iter": 4}), workers=0, progress=False)
-    result = build_shards(store, tmp_path / "a.zarr", ShardsConfig(pairs=ALL_PAIRS), workers=0, progress=False)
+    result = build_shards(store, tmp_path / "a.zarr", ShardsConfig(pairs=ALL_PAIRS, cache_mel=True), workers=0,
+                          progress=False)
     assert result["clips"] == 0 and set(result["summary"]["by_pair"]) == {"own", "vocoded"}
     ds = ShardDataset(tmp_path / "a.zarr", split=None, modalities=("audio", "mel"))
     x = ds[0]
