@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def test_training_step_updates_every_parameter(name, overrides):
     config = dataclasses.replace(cls.config_class.tiny(), **overrides)
     voc = cls(config)
     objective_cls = get_objective(name)
-    seconds = 0.1 if name == "wavernn" else 0.4  # WaveRNN's GRUs run sample by sample on the CPU
+    seconds = 0.06 if name == "wavernn" else 0.4  # WaveRNN's GRUs run sample by sample on the CPU
     wav = torch.as_tensor(np.stack([speech_like(seconds, voc.sample_rate, f, 0) for f in (120, 200)]))
     voc = objective_cls.prepare(voc, list(wav.numpy()))
     cfg = TrainConfig(batch_size=2, segment_samples=wav.shape[1], disc_start=0, lr=1e-3, lr_d=1e-3,
@@ -84,9 +85,9 @@ def test_training_step_updates_every_parameter(name, overrides):
         assert all(dict(objective.discriminator.named_parameters())[k[len("discriminator."):]].grad is not None
                    for k in scores)
         unchanged = [k for k in unchanged if k not in scores]
-    if name == "parallel_wavegan":
-        # The last residual block's conv1x1_out feeds nothing: the generator sums the skip outputs
-        # and discards the final residual output, as the release does.
+    if name in ("parallel_wavegan", "wavenet"):
+        # The last residual block's conv1x1_out feeds nothing: the network sums the skip outputs
+        # and discards the final residual output, as the releases do.
         last = f"generator.conv_layers.{config.layers - 1}.conv1x1_out."
         unchanged = [k for k in unchanged if not k.startswith(last)]
     assert not unchanged, f"parameters not updated: {unchanged}"
@@ -196,3 +197,77 @@ def test_real_speech_run_learns(tmp_path, sample_data):
     first = np.mean([float(r["stft_mag"]) for r in rows[:10]])
     last = np.mean([float(r["stft_mag"]) for r in rows[-10:]])
     assert last < first
+
+
+def _init_run(tmp_path, audio_dir, vocoder, checkpoint):
+    """Two fine-tuning steps from ``checkpoint``; returns the run's model config."""
+    import yaml
+
+    cfg = tmp_path / "init.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"batch_size": 1, "segment_samples": 2048, "validate_every": 100,
+                                             "val_seconds": 0.3, "n_val": 1}}))
+    out = tmp_path / f"init-{vocoder}"
+    summary = Trainer(vocoder, out, Source(audio_dir=str(audio_dir)), config_file=cfg, init=checkpoint, max_steps=2,
+                      device="cpu", progress=False).run()
+    assert summary["steps"] == 2 and len(_read(out / "log.csv")) == 2
+    return yaml.safe_load((out / "config.yaml").read_text())["model"]
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
+def test_r9y9_v02_layout_without_conv1x1c_bias_loads_and_fine_tunes(tmp_path, audio_dir):
+    """r9y9's current code builds conv1x1c with bias=False: such a checkpoint loads (outputs equal
+    the reference module's) and --init trains from it."""
+    from pipeline.vocoders.wavenet import WaveNet, WaveNetVocoder
+
+    from .test_wavenet import V02, _weight_normed_state_dict
+
+    cfg = dataclasses.replace(V02, cin_bias=False)
+    ref, sd = _weight_normed_state_dict(WaveNet(cfg))
+    assert not any(k.endswith("conv1x1c.bias") for k in sd) and "conv_layers.0.conv1x1c.weight_v" in sd
+    path = tmp_path / "checkpoint_step000100000.pth"
+    torch.save({"state_dict": sd, "global_step": 100000}, path)
+    path.with_suffix(".json").write_text(json.dumps({"layers": cfg.layers, "stacks": cfg.stacks, "cin_pad": 2,
+                                                     "output_distribution": "Normal", "log_scale_min": -9.0}))
+    voc = WaveNetVocoder.from_checkpoint(path)
+    assert voc.config.cin_bias is False and voc.config.upsample_net == "ConvInUpsampleNetwork"
+    ref.eval()
+    x, mel = torch.rand(1, 1, 512) * 2 - 1, torch.rand(1, 80, 2)
+    with torch.no_grad():
+        assert torch.allclose(voc.model(x, mel), ref(x, mel), atol=1e-5)
+    mel = torch.rand(1, 80, 2)
+    y, z = (voc.generate(mel, incremental=inc, seed=1) for inc in (True, False))  # the cached path folds no bias
+    assert y.shape == (1, 512) and torch.allclose(y, z, atol=1e-4)
+    model = _init_run(tmp_path, audio_dir, "wavenet", path)
+    assert model["cin_bias"] is False
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
+def test_pwg_config_with_upsample_params_written_back_loads_and_fine_tunes(tmp_path, audio_dir):
+    """ParallelWaveGANGenerator adds aux_channels, aux_context_window and use_causal_conv to its
+    upsample_params; a config.yml written after building the model has them."""
+    import yaml
+
+    from pipeline.vocoders.parallel_wavegan import ParallelWaveGAN, ParallelWaveGANConfig, ParallelWaveGANGenerator
+
+    from .test_parallel_wavegan import TINY_PARAMS, V1_CONFIG, release_checkpoint, release_weight_normed, write_stats
+
+    params = {**TINY_PARAMS, "upsample_params": {**TINY_PARAMS["upsample_params"], "aux_channels": 80,
+                                                 "aux_context_window": 1, "use_causal_conv": False}}
+    ref = release_weight_normed(ParallelWaveGANGenerator(ParallelWaveGANConfig.from_generator_params(TINY_PARAMS)))
+    d = tmp_path / "release"
+    d.mkdir()
+    torch.save(release_checkpoint(ref), d / "checkpoint-400000steps.pkl")
+    (d / "config.yml").write_text(yaml.dump({**V1_CONFIG, "generator_params": params}))
+    mean, _ = write_stats(d, kind="npy")
+    voc = ParallelWaveGAN.from_checkpoint(d / "checkpoint-400000steps.pkl")
+    assert (voc.config.aux_context_window, voc.config.layers) == (1, 4)
+    z, c = torch.randn(1, 1, 4 * 256), torch.randn(1, 80, 4 + 2)
+    with torch.no_grad():
+        torch.testing.assert_close(voc.model(z, c), ref(z, c), rtol=1e-4, atol=1e-5)
+    bad = {**params, "upsample_params": {**params["upsample_params"], "aux_context_window": 3}}
+    (d / "config.yml").write_text(yaml.dump({**V1_CONFIG, "generator_params": bad}))
+    with pytest.raises(ValueError, match="upsample_params.aux_context_window = 3 differs"):
+        ParallelWaveGAN.from_checkpoint(d / "checkpoint-400000steps.pkl")
+    (d / "config.yml").write_text(yaml.dump({**V1_CONFIG, "generator_params": params}))
+    model = _init_run(tmp_path, audio_dir, "parallel_wavegan", d / "checkpoint-400000steps.pkl")
+    assert np.allclose(model["stats_mean"], mean)  # fine-tuning keeps the release's statistics
