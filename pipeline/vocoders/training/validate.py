@@ -21,8 +21,10 @@ from .data import Utterance
 def validate(voc, clips: list[Utterance], sample_rate: int, out_dir: Path | None = None) -> dict:
     """Mean MCD / LSD / env_corr over ``clips`` (float32 at ``sample_rate``); writes
     ``<i>.wav`` per clip and ``spectrogram.png`` (first clip) into ``out_dir`` when given."""
-    was_training = voc.model.training
-    voc.model.eval()
+    model = getattr(voc, "model", None)  # Griffin-Lim and WORLD have none
+    was_training = model is not None and model.training
+    if model is not None:
+        model.eval()
     rows = []
     with torch.random.fork_rng(devices=[voc.device] if voc.device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -31,7 +33,8 @@ def validate(voc, clips: list[Utterance], sample_rate: int, out_dir: Path | None
             rows.append(quality(clip.audio, fake, sample_rate))
             if out_dir is not None:
                 write_outputs(out_dir, i, clip, fake, sample_rate, png=i == 0)
-    voc.model.train(was_training)
+    if model is not None:
+        model.train(was_training)
     return {k: float(np.nanmean([r[k] for r in rows])) for k in ("mcd", "lsd", "env_corr")}
 
 
