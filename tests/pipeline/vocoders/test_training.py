@@ -96,7 +96,7 @@ def test_training_step_updates_every_parameter(name, overrides):
 def test_gan_warm_up_trains_the_generator_only():
     torch.manual_seed(0)
     voc = get_vocoder_class("melgan")(get_vocoder_class("melgan").config_class.tiny())
-    objective = get_objective("melgan")(voc, TrainConfig(disc_start=5))
+    objective = get_objective("melgan")(voc, TrainConfig(disc_start=5, discriminator={"num_D": 1, "ndf": 4, "n_layers": 2}))
     d_before = [p.detach().clone() for p in objective.discriminator.parameters()]
     losses = objective.step(torch.as_tensor(speech_like(0.4, 22050, 150, 0)[None, :8192]), step=4)
     assert set(losses) == {"stft_sc", "stft_mag", "loss_g"}
@@ -125,7 +125,7 @@ def _tiny_config(tmp_path, **train):
     m = dataclasses.asdict(get_vocoder_class("parallel_wavegan").config_class.tiny())
     path.write_text(yaml.safe_dump({"model": {k: list(v) if isinstance(v, tuple) else v for k, v in m.items()},
                                     "train": {"batch_size": 2, "segment_samples": 2048, "disc_start": 2,
-                                              "validate_every": 3, "checkpoint_every": 2, "val_seconds": 0.5,
+                                              "validate_every": 4, "checkpoint_every": 2, "val_seconds": 0.5,
                                               "n_val": 1, **train}}))
     return path
 
@@ -188,9 +188,10 @@ def test_real_speech_run_learns(tmp_path, sample_data):
     import yaml
 
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"train": {"batch_size": 2, "segment_samples": 4096, "lr": 2e-3,
-                                             "validate_every": 1000, "val_seconds": 1.0}}))
-    summary = Trainer("melgan", out, Source(audio_dir=str(speech)), config_file=cfg, max_steps=40, device="cpu",
+    cfg.write_text(yaml.safe_dump({"model": {"ngf": 4, "n_residual_layers": 1},
+                                   "train": {"batch_size": 2, "segment_samples": 4096, "lr": 3e-3,
+                                             "validate_every": 1000, "val_seconds": 0.5}}))
+    summary = Trainer("melgan", out, Source(audio_dir=str(speech)), config_file=cfg, max_steps=30, device="cpu",
                       progress=False).run()
     assert len(summary["val"]) == 2 and not set(summary["val"]) & set(summary["train"])
     rows = _read(out / "log.csv")
