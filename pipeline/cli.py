@@ -372,6 +372,44 @@ def resave_cmd(vocoder, src, dst, trust_pickle):
     click.echo(f"{vocoder}: {src} ({voc.checkpoint_hash}) -> {dst} ({file_hash(dst)}), loads with weights_only=True")
 
 
+# ---- train-vocoder --------------------------------------------------------------------------
+
+
+@main.command("train-vocoder")
+@click.option("--vocoder", required=True, help="melgan, parallel_wavegan, waveglow, wavernn or wavenet.")
+@click.option("--store", type=click.Path(file_okay=False, exists=True), help="Train on an extracted store's real audio.")
+@click.option("--audio-dir", type=click.Path(file_okay=False, exists=True), help="Train on the audio/video files of a folder.")
+@click.option("--manifest", type=click.Path(dir_okay=False, exists=True), help="Train on a manifest's real audio.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--preset", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
+              help="tiny: minutes on a CPU; base: the public release's sizes and steps.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="YAML with 'model' and/or 'train' sections overriding the preset.")
+@click.option("--max-steps", type=int, help="Training steps (with --resume: the new end).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last state left it.")
+@click.option("--init", type=click.Path(exists=True), help="Fine-tune from this checkpoint (any supported layout).")
+@click.option("--trust-pickle", is_flag=True, help="--init is a legacy pickled checkpoint you trust.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--batch-size", type=int, help="Segments per step (default: the preset's).")
+@click.option("--seed", type=int, help="Seed of the data order, initialisation and noise (default: 0).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_vocoder_cmd(vocoder, out, no_progress, **o):
+    """Train a neural VOCODER on real speech; checkpoints in --out load with convert --checkpoint."""
+    from .vocoders.checkpoint import CheckpointError
+    from .vocoders.training import train
+
+    try:
+        summary = train(vocoder, out, progress=not no_progress, **o)
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
+        _fail(str(e))
+    b, u = summary["best"], summary["untrained"]
+    line = f"train-vocoder {vocoder}: {summary['steps']} steps in {summary['seconds'] / 60:.1f} min"
+    if u:
+        line += f"; untrained MCD {u['mcd']:.2f} LSD {u['lsd']:.2f} env {u['env_corr']:.3f}"
+    click.echo(line + f"; best step {b['step']}: MCD {b['mcd']:.2f} LSD {b['lsd']:.2f} env {b['env_corr']:.3f}"
+               f" -> {Path(out) / 'best.pt'}")
+
+
 # ---- build-shards --------------------------------------------------------------------------
 
 

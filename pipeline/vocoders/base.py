@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, file_hash, load_file, load_into, state_dict_of
+from .checkpoint import CheckpointError, file_hash, fold_weight_norm, load_file, load_into, state_dict_of
 from .mel import MelSpec
 
 
@@ -32,6 +32,8 @@ class Vocoder:
         self.device = torch.device(device)
         self.checkpoint: str | None = None
         self.checkpoint_hash: str | None = None
+        # for a checkpoint written by ``avdd-data train-vocoder``: {"run": RUN_DIR, "step": N}
+        self.trained: dict | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -50,8 +52,11 @@ class Vocoder:
         return {"mel": dataclasses.asdict(self.mel)}
 
     def info(self) -> dict:
-        return {"vocoder": self.name, "checkpoint": self.checkpoint, "checkpoint_hash": self.checkpoint_hash,
+        info = {"vocoder": self.name, "checkpoint": self.checkpoint, "checkpoint_hash": self.checkpoint_hash,
                 "config": self.config_dict()}
+        if self.trained is not None:
+            info["trained"] = dict(self.trained)
+        return info
 
     @torch.inference_mode()
     def copy_synthesize(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -126,8 +131,9 @@ class NeuralVocoder(Vocoder):
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu", trust_pickle: bool = False,
                         half: bool = False) -> "NeuralVocoder":
-        """A checkpoint in any layout the vocoder supports (see checkpoint.py), or one avdd saved."""
-        path = Path(path)
+        """A checkpoint in any layout the vocoder supports (see checkpoint.py), or one avdd saved;
+        a training run directory (``avdd-data train-vocoder --out``) means its best checkpoint."""
+        path = resolve_run_dir(Path(path))
         ckpt = load_file(path, trust_pickle=trust_pickle, pickle_classes=cls.pickle_classes)
         if isinstance(ckpt, dict) and "avdd_config" in ckpt:  # saved by avdd (see save)
             config, mel = cls.config_class(**ckpt["avdd_config"]), MelSpec(**ckpt["avdd_mel"])
@@ -137,13 +143,34 @@ class NeuralVocoder(Vocoder):
         sd = cls.translate_state_dict(state_dict_of(ckpt))
         load_into(voc.model, {k: v.to(voc.device) for k, v in sd.items()}, str(path))
         voc.checkpoint, voc.checkpoint_hash = str(path), file_hash(path)
+        if isinstance(ckpt, dict) and isinstance(ckpt.get("avdd_run"), dict):
+            voc.trained = dict(ckpt["avdd_run"])
         return voc.use_half(half)
 
-    def save(self, path) -> None:
-        """Save as a plain checkpoint (weights_only-loadable): state_dict + config + mel."""
-        torch.save({"state_dict": {k: v.float() if v.is_floating_point() else v
-                                   for k, v in self.model.state_dict().items()}, "avdd_config": dataclasses.asdict(self.config),
-                    "avdd_mel": dataclasses.asdict(self.mel), "vocoder": self.name}, path)
+    def save(self, path, run: dict | None = None) -> None:
+        """Save as a plain checkpoint (weights_only-loadable): state_dict (weight norm folded,
+        float32) + config + mel, and ``run`` ({"run", "step"}) for a checkpoint of a training run."""
+        sd = fold_weight_norm(self.model.state_dict())
+        data = {"state_dict": {k: v.float() if v.is_floating_point() else v for k, v in sd.items()},
+                "avdd_config": dataclasses.asdict(self.config), "avdd_mel": dataclasses.asdict(self.mel),
+                "vocoder": self.name}
+        if run is not None:
+            data["avdd_run"] = dict(run)
+        torch.save(data, path)
+
+
+BEST_CHECKPOINT = "best.pt"  # in a training run directory: the checkpoint with the lowest validation MCD
+
+
+def resolve_run_dir(path: Path) -> Path:
+    """``path`` itself, or for a training run directory its best checkpoint."""
+    if not path.is_dir():
+        return path
+    best = path / BEST_CHECKPOINT
+    if not best.is_file():
+        raise CheckpointError(f"{path} is a directory but not a training run with a {BEST_CHECKPOINT} "
+                              "(written at the first validation of avdd-data train-vocoder)")
+    return best
 
 
 def no_checkpoint_error(name: str) -> CheckpointError:

@@ -128,6 +128,15 @@ class ParallelWaveGANConfig:
         if not params.pop("upsample_conditional_features", True):
             raise CheckpointError("generator_params.upsample_conditional_features = false is not supported")
         up = dict(params.pop("upsample_params", None) or {})
+        # ParallelWaveGANGenerator.__init__ adds these three to the upsample_params dict it is given,
+        # so a config.yml written after building the model carries them: they must agree.
+        for key in ("aux_channels", "aux_context_window", "use_causal_conv"):
+            if key in up:
+                value = up.pop(key)
+                default = getattr(cls, "__dataclass_fields__")[key].default
+                if value != params.get(key, default):
+                    raise CheckpointError(f"config.yml generator_params.upsample_params.{key} = {value!r} differs "
+                                          f"from generator_params.{key} = {params.get(key, default)!r}")
         mapped = {"upsample_scales": "upsample_scales", "nonlinear_activation": "upsample_activation",
                   "nonlinear_activation_params": "upsample_activation_params",
                   "interpolate_mode": "interpolate_mode", "freq_axis_kernel_size": "freq_axis_kernel_size"}

@@ -320,12 +320,6 @@ class WaveGlowVocoder(NeuralVocoder):
     def translate_state_dict(cls, sd: dict) -> dict:
         return release_state_dict(sd)
 
-    def save(self, path) -> None:
-        """Plain checkpoint (weights_only-loadable), float32 weights."""
-        sd = {k: v.float() for k, v in self.model.state_dict().items()}
-        torch.save({"state_dict": sd, "avdd_config": dataclasses.asdict(self.config),
-                    "avdd_mel": dataclasses.asdict(self.mel), "vocoder": self.name}, path)
-
 
 def resave_plain(src, dst) -> Path:
     """Convert NVIDIA's pickled ``{"model": <glow.WaveGlow>}`` checkpoint (trusted source, read

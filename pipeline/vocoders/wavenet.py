@@ -69,6 +69,7 @@ class WaveNetConfig:
     upsample_activation_params: dict = field(default_factory=dict)
     upsample_mode: str = "nearest"  # v0.2 Stretch2d interpolation
     cin_pad: int = 0  # v0.2: extra context frames on each side (edge-padded here)
+    cin_bias: bool = True  # conv1x1c has a bias (v0.1); r9y9's current code (v0.2) builds it with bias=False
     legacy: bool = True  # v0.1 skip scaling (skips + h) * sqrt(0.5); v0.2: sum * sqrt(1 / layers)
     output_distribution: str = "Logistic"  # "Logistic" (MoL) | "Normal" (v0.2 Gaussian / mixture)
     log_scale_min: float = -32.23619130191664  # float(np.log(1e-14))
@@ -185,7 +186,7 @@ class ResidualConv1dGLU(nn.Module):
         self.dropout, self.pad = cfg.dropout, (cfg.kernel_size - 1) * dilation
         half = cfg.gate_channels // 2
         self.conv = nn.Conv1d(cfg.residual_channels, cfg.gate_channels, cfg.kernel_size, dilation=dilation)
-        self.conv1x1c = nn.Conv1d(cfg.cin_channels, cfg.gate_channels, 1)
+        self.conv1x1c = nn.Conv1d(cfg.cin_channels, cfg.gate_channels, 1, bias=cfg.cin_bias)
         self.conv1x1_out = nn.Conv1d(half, cfg.residual_channels, 1)
         self.conv1x1_skip = nn.Conv1d(half, cfg.skip_out_channels, 1)
 
@@ -270,21 +271,29 @@ def nll_loss(cfg: WaveNetConfig, y_hat: torch.Tensor, y: torch.Tensor) -> torch.
     (mixture), or cross-entropy."""
     if cfg.input_type == "mulaw-quantize":
         return F.cross_entropy(y_hat, y.long())
-    y_hat, y = y_hat.transpose(1, 2), y.unsqueeze(-1)
-    c = y_hat.shape[-1]
-    if cfg.output_distribution == "Normal" and c == 2:
+    y_hat = y_hat.transpose(1, 2)
+    if cfg.output_distribution == "Normal" and y_hat.shape[-1] == 2:
         return -torch.distributions.Normal(y_hat[..., :1], y_hat[..., 1:].clamp(min=cfg.log_scale_min).exp()
-                                           ).log_prob(y).mean()
-    n = c // 3
-    logit, mean, log_s = y_hat[..., :n], y_hat[..., n:2 * n], y_hat[..., 2 * n:].clamp(min=cfg.log_scale_min)
-    if cfg.output_distribution == "Normal":
+                                           ).log_prob(y.unsqueeze(-1)).mean()
+    return mol_nll(y_hat, y, cfg.quantize_channels, cfg.log_scale_min, cfg.output_distribution)
+
+
+def mol_nll(y_hat: torch.Tensor, y: torch.Tensor, bins: int, log_scale_min: float,
+            distribution: str = "Logistic") -> torch.Tensor:
+    """Mean negative log-likelihood of y (B, T) in [-1, 1] under a mixture y_hat (B, T, 3 n) laid
+    out [logits | means | log scales]: discretized logistics over ``bins`` levels (PixelCNN++; r9y9
+    ``mixture.py``, fatchord ``utils/distribution.py``) or, for "Normal", Gaussians."""
+    y = y.unsqueeze(-1)
+    n = y_hat.shape[-1] // 3
+    logit, mean, log_s = y_hat[..., :n], y_hat[..., n:2 * n], y_hat[..., 2 * n:3 * n].clamp(min=log_scale_min)
+    if distribution == "Normal":
         lp = torch.distributions.Normal(mean, log_s.exp()).log_prob(y)
     else:
-        centred, inv_s, half_bin = y - mean, torch.exp(-log_s), 1.0 / (cfg.quantize_channels - 1)
+        centred, inv_s, half_bin = y - mean, torch.exp(-log_s), 1.0 / (bins - 1)
         plus, minus, mid = inv_s * (centred + half_bin), inv_s * (centred - half_bin), inv_s * centred
         delta = torch.sigmoid(plus) - torch.sigmoid(minus)
         inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)),
-                            mid - log_s - 2 * F.softplus(mid) - math.log((cfg.quantize_channels - 1) / 2))
+                            mid - log_s - 2 * F.softplus(mid) - math.log((bins - 1) / 2))
         lp = torch.where(y < -0.999, plus - F.softplus(plus), torch.where(y > 0.999, -F.softplus(minus), inner))
     return -torch.logsumexp(lp + F.log_softmax(logit, -1), -1).mean()
 
@@ -316,7 +325,8 @@ class _Incremental:
             self.ring[:, i] = -bias.to(dtype)
             conv_w.append(w.permute(2, 1, 0).reshape(-1, cfg.gate_channels))
             cond_w.append(f64(f.conv1x1c.weight))
-            cond_b.append(f64(f.conv1x1c.bias) + f64(f.conv.bias) + w.sum(2) @ bias)
+            cin_b = f64(f.conv1x1c.bias) if f.conv1x1c.bias is not None else 0
+            cond_b.append(cin_b + f64(f.conv.bias) + w.sum(2) @ bias)
             out_w.append(math.sqrt(0.5) * f64(f.conv1x1_out.weight[:, :, 0]).t())
             bias = math.sqrt(0.5) * (bias + f64(f.conv1x1_out.bias))
             skip_w.append(a * f64(f.conv1x1_skip.weight[:, :, 0]).t())
@@ -494,7 +504,7 @@ def _config_from(hp: dict, sd: dict) -> WaveNetConfig:
         raise CheckpointError(f"Not an r9y9 WaveNet vocoder state_dict (keys e.g. {sorted(sd)[:6]})")
     kw = {"layers": layers, "gate_channels": conv.shape[0], "residual_channels": conv.shape[1],
           "kernel_size": conv.shape[2], "skip_out_channels": skip.shape[0], "out_channels": last.shape[0],
-          "cin_channels": cin.shape[1]}
+          "cin_channels": cin.shape[1], "cin_bias": "conv_layers.0.conv1x1c.bias" in sd}
     if first.shape[1] > 1:
         kw.update(input_type="mulaw-quantize", quantize_channels=last.shape[0])
     ups = sorted((k for k in sd if k.startswith("upsample_net.") and k.endswith((".weight_v", ".weight"))
