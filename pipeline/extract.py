@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import faults
 from . import store as st
 from .cluster import Placement, run_stage, set_torch_threads
 from .errors import MediaError
@@ -244,9 +245,12 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
             failures += [{"sample": lo + j * C + c, "item": item, "id": row.id, "clip": c, "reason": r,
                           "detail": dt} for r, dt in clip.failures]
     root_group = st.open_root(store, mode="r+")
+    written = []
     for name, data in buf.items():
         if name in root_group:  # stores made before an array was added lack it
             root_group[name][lo : lo + len(data)] = data
+            written.append(name)
+            faults.point(STAGE, "after_first_write" if len(written) == 1 else "after_write", shard)
     status = buf["meta/status"]
     counts = {
         "samples": int((status <= st.STATUS["partial"]).sum()),
@@ -259,7 +263,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
     st.write_marker(store, STAGE, OUTPUT, shard, {
         "config_hash": stage_hash, "counts": counts, "failures": failures,
         "seconds": round(time.perf_counter() - t0, 3),
-    })
+    }, arrays=written)
     return counts
 
 

@@ -114,17 +114,51 @@ def marker_path(store, stage: str, output: str, shard: int) -> Path:
     return Path(store) / "_markers" / stage / output / f"{shard:06d}"
 
 
-def write_marker(store, stage: str, output: str, shard: int, info: dict) -> None:
-    """Atomically write a done-marker: a zarr group whose attributes hold ``info``."""
+def write_marker(store, stage: str, output: str, shard: int, info: dict, arrays: list[str] | None = None) -> None:
+    """Atomically write a done-marker: a zarr group whose attributes hold ``info``, the
+    checksums of the shard ``shard`` of every array in ``arrays`` (as written, see
+    :func:`shard_checksums`) and a checksum of the marker itself (``marker_sha``)."""
+    from . import faults
+
+    faults.point(stage, "before_marker", shard)
     d = marker_path(store, stage, output, shard)
     d.mkdir(parents=True, exist_ok=True)
     _ensure_groups(Path(store), d)
     body = {"stage": stage, "output": output, "shard": shard, "code_version": __version__,
             "finished": time.time(), **info}
+    if arrays is not None:
+        body["checksums"] = shard_checksums(store, arrays, shard)
+    body["marker_sha"] = marker_sha(body)
     doc = {"zarr_format": 3, "node_type": "group", "attributes": {"avdd_marker": body}}
     tmp = d / f".zarr.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(doc, default=_json_default))
     os.replace(tmp, d / "zarr.json")
+
+
+def marker_sha(body: dict) -> str:
+    """Checksum of a marker's content (all but ``marker_sha`` itself)."""
+    rest = {k: v for k, v in body.items() if k != "marker_sha"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def shard_file(store, array: str, shard: int) -> Path:
+    """The file holding shard ``shard`` (along the sample axis) of a sharded array of a local
+    store: ``<array>/c/<shard>/0/...`` (one zarr shard spans every other axis)."""
+    meta = json.loads((Path(store) / array / "zarr.json").read_text())
+    enc = meta.get("chunk_key_encoding", {}).get("configuration", {})
+    sep = enc.get("separator", "/")
+    key = sep.join(["c", str(shard)] + ["0"] * (len(meta["shape"]) - 1))
+    return Path(store) / array / key
+
+
+def shard_checksums(store, arrays: list[str], shard: int) -> dict[str, str | None]:
+    """sha256 of the file of shard ``shard`` of each array; None where zarr wrote no file (a
+    shard holding only the fill value)."""
+    out = {}
+    for name in arrays:
+        f = shard_file(store, name, shard)
+        out[name] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+    return out
 
 
 def _ensure_groups(store: Path, d: Path) -> None:
