@@ -95,7 +95,9 @@ def shards_from_files(files: list[Path], work_dir, clips_per_item: int = 4,
     if not ids:
         return None, ids, errors
     manifest = work / "files.jsonl"
-    avdd_data("manifest", "folder", corpus, "-o", manifest)
+    # the corpus links to the files given: their folders are allowed roots of the manifest
+    allow = sorted({str(f.resolve().parent) for f in ids.values()})
+    avdd_data("manifest", "folder", corpus, "-o", manifest, *[x for a in allow for x in ("--allow-root", a)])
     for line in (work / "files.failures.jsonl").read_text().splitlines():
         fail = json.loads(line)
         f = ids.pop(Path(fail["path"]).stem, None)
