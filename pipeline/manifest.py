@@ -187,7 +187,7 @@ def read_manifest(path, validate: bool = True) -> list[ManifestRow]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text manifest ({e.reason} at byte {e.start})") from None
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # JSONL: "\n" only (str.splitlines also cuts at U+0085)
         if not line.strip():
             continue
         try:
