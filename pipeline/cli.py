@@ -39,7 +39,33 @@ class StorePath(click.ParamType):
         return path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the input (a file, a store, an option) is wrong, not that avdd is:
+    a command ends on them with a one-line error and status 2, never a traceback."""
+    from .errors import MediaError
+    from .store import StoreMismatch
+
+    return (ValueError, OSError, StoreMismatch, MediaError, KeyError, UnicodeError)
+
+
+class _Commands(click.Group):
+    """The command group: a bad-input error raised anywhere in a command is reported in one
+    line (``AVDD_TRACEBACK=1`` shows the traceback instead)."""
+
+    def invoke(self, ctx):
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except bad_input_errors() as e:
+            if os.environ.get("AVDD_TRACEBACK"):
+                raise
+            text = str(e) if not isinstance(e, KeyError) else f"missing entry {e}"
+            _fail(" ".join(text.split()) if "\n" not in text.strip() else text.strip())
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="avdd-data")
 def main():
     """avdd-data: build audio-visual deepfake training data (manifests -> faces + audio -> zarr)."""
@@ -60,8 +86,10 @@ def main():
 @click.option("--metadata", type=click.Path(dir_okay=False), help="fakeavceleb: meta_data.csv if not in the corpus.")
 @click.option("--protocol", multiple=True, type=click.Path(dir_okay=False), help="asvspoof2019_la: protocol file(s).")
 @click.option("--probe", is_flag=True, default=None, help="Probe every file with ffmpeg (folder always does).")
+@click.option("--allow-root", "allow_roots", multiple=True, type=click.Path(file_okay=False),
+              help="A folder outside CORPUS_DIR whose files the corpus may symlink to (else refused: outside_root).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def manifest_cmd(recipe, corpus_dir, out, as_json, **options):
+def manifest_cmd(recipe, corpus_dir, out, as_json, allow_roots, **options):
     """Index CORPUS_DIR with RECIPE into one manifest (JSONL), with failures beside it.
 
     Recipes: dfdc, ffpp, fakeavceleb, voxceleb, asvspoof2019_la, in_the_wild, folder.
@@ -70,11 +98,12 @@ def manifest_cmd(recipe, corpus_dir, out, as_json, **options):
     from .recipes import prepare
 
     options["protocol"] = list(options["protocol"]) or None
+    allowed = [str(Path(a).resolve()) for a in allow_roots]
     try:
-        result = prepare(recipe, corpus_dir, **options)
+        result = prepare(recipe, corpus_dir, **options, **({"allowed_roots": allowed} if allowed else {}))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None} | ({"allowed_roots": allowed} if allowed else {})
     meta = write_manifest(result, out, recipe, corpus_dir, options=given)
     failures_path, meta_path = sidecar_paths(out)
     if as_json:
@@ -504,6 +533,23 @@ def inspect_cmd(store, as_json, png, rows):
     if png:
         n = contact_sheet(store, png, max_rows=rows)
         click.echo(f"contact sheet: {n} samples -> {png}", err=as_json)
+
+
+@main.command("verify")
+@click.option("--store", required=True, type=click.Path(file_okay=False, exists=True),
+              help="An extracted store (STORE.zarr) or training shards (SHARDS.zarr).")
+@click.option("--repair", is_flag=True, help="Invalidate mismatched/broken shards (the next run redoes them) "
+                                             "and remove stale temporary files.")
+@click.option("--json", "as_json", is_flag=True)
+def verify_cmd(store, repair, as_json):
+    """Check every finished shard against the checksums in its done-marker (every stage).
+    Exit status 1 when something does not match (and was not repaired)."""
+    from .verify import format_report, verify
+
+    report = verify(store, repair=repair)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+    if report.bad and not repair:
+        sys.exit(1)
 
 
 # ---- run -----------------------------------------------------------------------------------

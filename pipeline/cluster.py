@@ -204,7 +204,22 @@ def worker_device(device: str) -> str:
 
 
 def set_torch_threads(n: int) -> None:
+    """Set torch's intra-op threads, always: ``torch.get_num_threads()`` reports the OpenMP
+    setting of the calling thread only, so a check-and-skip can leave another pool (MKL's
+    thread-local one) at another count."""
     import torch
 
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import faults
 from . import store as st
 from .cluster import Placement, run_stage, set_torch_threads
 from .quality import quality
@@ -98,6 +99,7 @@ def convert_shard(shard: int, store: str, config: dict, stage_hash: str, threads
             for q, v in quality(real[i], y, sr).items():
                 figures[q][i] = v
     root[output_name(name)][lo : lo + len(real)] = fake
+    faults.point(STAGE, "after_first_write", shard)
     for q in QUALITY:
         root[f"quality/{name}/{q}"][lo : lo + len(real)] = figures[q]
     converted = len(todo) - len(failures)
@@ -106,7 +108,7 @@ def convert_shard(shard: int, store: str, config: dict, stage_hash: str, threads
     st.write_marker(store, STAGE, name, shard, {
         "config_hash": stage_hash, "counts": counts, "failures": failures,
         "seconds": round(time.perf_counter() - t0, 3), "vocoder": vocoder.info(),
-    })
+    }, arrays=[output_name(name)] + [f"quality/{name}/{q}" for q in QUALITY])
     return counts
 
 

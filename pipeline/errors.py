@@ -18,6 +18,7 @@ REASONS = {
     "no_face": "no face found in the clip",
     "too_short": "media is shorter than one clip",
     "invalid_row": "manifest row is invalid",
+    "outside_root": "path leads outside the corpus (refused before opening it)",
     "vocoder_error": "the vocoder failed on this clip",
     "internal_error": "unexpected error while processing (a bug: please report it)",
 }

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import faults
 from . import store as st
 from .cluster import Placement, run_stage, set_torch_threads
 from .errors import MediaError
 from .faces import FaceConfig, crop_clip, track_clip
-from .manifest import ManifestRow, manifest_root, read_manifest
+from .manifest import ManifestRow, manifest_allowed_roots, manifest_root, read_manifest
 from .media import decoded_size, iter_clips, probe, read_audio
+from .paths import inside
 
 STAGE = "extract"
 OUTPUT = "samples"
@@ -101,19 +103,16 @@ class Clip:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _resolve(root: Path, p: str) -> Path:
-    q = Path(p)
-    return q if q.is_absolute() else root / q
-
-
-def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int = 1) -> list[Clip]:
-    """All clips of one item. Raises MediaError when nothing can be taken from it."""
-    path = root / row.path
+def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int = 1, allowed=()) -> list[Clip]:
+    """All clips of one item. Raises MediaError when nothing can be taken from it, and
+    ``outside_root`` before opening anything when a path of the row leads out of ``root``
+    (absolute audio paths may also lie in the ``allowed`` folders, e.g. an FF++ --audio-dir)."""
+    path = inside(root, row.path, allowed)
+    src = inside(root, row.audio_path, allowed) if row.audio_path else path
     info = probe(path)
     wants_audio = row.audio_path is not None or row.has_audio is not False
     audio, audio_failure = None, None
     if wants_audio:
-        src = _resolve(root, row.audio_path) if row.audio_path else path
         if src == path and info.audio is None:
             audio_failure = ("no_audio", "")
         else:
@@ -199,7 +198,8 @@ def _buffers(n: int, cfg: ExtractConfig) -> dict[str, np.ndarray]:
     return {spec.name: spec.buffer(n) for spec in _specs(cfg)}
 
 
-def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: str, threads: int = 1) -> dict:
+def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: str, threads: int = 1,
+                  allowed: tuple = ()) -> dict:
     """Extract the items of one shard and write the shard whole, then its done-marker.
 
     The shard's manifest rows are read from the store (``items/row``). A valid marker means
@@ -221,7 +221,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
         row = ManifestRow.from_dict(d)
         item = shard * cfg.items_per_shard + j
         try:
-            clips = extract_item(row, Path(root), cfg, threads)
+            clips = extract_item(row, Path(root), cfg, threads, allowed)
         except MediaError as e:
             _fail_item(buf, failures, j, C, lo, item, row, e.reason, e.detail)
             continue
@@ -234,9 +234,12 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
             failures += [{"sample": lo + j * C + c, "item": item, "id": row.id, "clip": c, "reason": r,
                           "detail": dt} for r, dt in clip.failures]
     root_group = st.open_root(store, mode="r+")
+    written = []
     for name, data in buf.items():
         if name in root_group:  # stores made before an array was added lack it
             root_group[name][lo : lo + len(data)] = data
+            written.append(name)
+            faults.point(STAGE, "after_first_write" if len(written) == 1 else "after_write", shard)
     status = buf["meta/status"]
     counts = {
         "samples": int((status <= st.STATUS["partial"]).sum()),
@@ -249,7 +252,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
     st.write_marker(store, STAGE, OUTPUT, shard, {
         "config_hash": stage_hash, "counts": counts, "failures": failures,
         "seconds": round(time.perf_counter() - t0, 3),
-    })
+    }, arrays=written)
     return counts
 
 
@@ -396,7 +399,8 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
     where = where or Placement(client, scheduler, workers, threads)
     fn = functools.partial(extract_shard, store=st.location(store), root=str(root),
-                           config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads())
+                           config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads(),
+                           allowed=tuple(manifest_allowed_roots(manifest)))
     run = run_stage(fn, todo, where, "extract", progress, gpu=cfg.face.device.startswith("cuda"))
     return summarize(store, plan, skipped=len(all_shards) - len(todo), run=run)
 

@@ -47,6 +47,11 @@ class FaceConfig:
 
 _DETECTORS: dict[tuple, object] = {}
 LOADS = {"count": 0}  # detector loads in this process (each worker loads once)
+# Torch intra-op threads for every MTCNN call. MTCNN's float results depend on the thread
+# count (1 vs 2 threads: boxes differ by ~0.01 px), and its cascade thresholds can turn that
+# noise into another detection, hence another crop. Pinning it makes a store the same bytes
+# whatever the workers, their placement, --threads and what the calling process set before.
+DETECT_THREADS = 1
 
 
 def get_detector(cfg: FaceConfig):
@@ -101,9 +106,11 @@ def _mtcnn(images: np.ndarray, min_face: float, cfg: FaceConfig) -> list[Detecti
     import torch
     from facenet_pytorch.models.utils.detect_face import detect_face
 
+    from .cluster import torch_threads
+
     net = get_detector(cfg)
     out: list[Detections] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(DETECT_THREADS):
         for i in range(0, len(images), cfg.batch_size):
             batch = np.ascontiguousarray(images[i : i + cfg.batch_size])
             boxes, points = detect_face(batch, min_face, net.pnet, net.rnet, net.onet, net.thresholds,

@@ -152,6 +152,8 @@ def write_manifest(result: RecipeResult, out, recipe: str, corpus_dir, options: 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "avdd_version": __version__,
         "schema": "manifest.schema.json",
+        # folders besides the corpus that rows may name by absolute path (an --audio-dir)
+        "allowed_roots": _allowed_roots(options or {}),
         **summary,
     }
     _atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -172,24 +174,42 @@ def summarize(result: RecipeResult) -> dict:
 
 
 def read_manifest(path, validate: bool = True) -> list[ManifestRow]:
-    """Read (and by default validate) the rows of a manifest JSONL file."""
+    """Read (and by default validate) the rows of a manifest JSONL file.
+
+    The whole file is checked before anything is returned: a ValueError lists every invalid
+    line (not only the first), naming the file, the line and what is wrong with it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Manifest not found: {path}")
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
-            if validate:
-                errs = list(_validator().iter_errors(d))
-                if errs:
-                    raise ValueError(f"{path}, line {n}: {errs[0].message}")
+    rows, problems = [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text manifest ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(text.split("\n"), 1):  # JSONL: "\n" only (str.splitlines also cuts at U+0085)
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {n}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(d, dict):
+            problems.append(f"line {n}: expected a JSON object, found {type(d).__name__}")
+            continue
+        errs = list(_validator().iter_errors(d)) if validate else []
+        if errs:
+            problems += [f"line {n}: {e.message} (id={d.get('id')!r})" for e in errs]
+            continue
+        try:
             rows.append(ManifestRow.from_dict(d))
+        except TypeError as e:  # only without validation: unknown or missing fields
+            problems.append(f"line {n}: {e}")
+    if problems:
+        more = f"\n... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise ValueError(f"Invalid manifest {path} ({len(problems)} problem(s)):\n  "
+                         + "\n  ".join(problems[:50]) + more)
     if validate:
         validate_rows(rows, source=str(path))
     return rows
@@ -206,6 +226,19 @@ def manifest_root(path, root=None) -> Path:
         if corpus:
             return Path(corpus)
     return Path(path).resolve().parent
+
+
+def _allowed_roots(options: dict) -> list[str]:
+    roots = list(options.get("allowed_roots", []))
+    if options.get("audio_dir"):
+        roots.append(str(Path(options["audio_dir"]).resolve()))
+    return sorted(set(roots))
+
+
+def manifest_allowed_roots(path) -> list[str]:
+    """Folders outside the corpus that a manifest's rows may name (its meta's allowed_roots)."""
+    _, meta_path = sidecar_paths(path)
+    return json.loads(meta_path.read_text()).get("allowed_roots", []) if meta_path.is_file() else []
 
 
 def read_failures(manifest_path) -> list[Failure]:
@@ -247,4 +280,5 @@ def merge_manifests(paths, out, prefix_ids: bool = False) -> dict:
     if dup:
         raise ValueError(f"Ids occur in more than one manifest (e.g. {dup[:3]}); merge with prefixed ids (--prefix-ids)")
     return write_manifest(RecipeResult(rows, failures), out, "+".join(recipes), common,
-                          options={"merged": [str(p) for p in paths], "prefix_ids": prefix_ids})
+                          options={"merged": [str(p) for p in paths], "prefix_ids": prefix_ids,
+                                   "allowed_roots": [a for p in paths for a in manifest_allowed_roots(p)]})

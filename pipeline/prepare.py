@@ -140,7 +140,10 @@ def prepare_files(files, work_dir, config: PrepareConfig | None = None) -> Prepa
         result.ids[link.stem] = f
     if not result.ids:
         return result
-    indexed = prepare("folder", corpus)
+    # the corpus links to the files given: their folders are the manifest's allowed roots (any
+    # other path leading out of the corpus is still refused, see pipeline/paths.py)
+    allowed = sorted({str(f.resolve().parent) for f in result.ids.values()})
+    indexed = prepare("folder", corpus, allowed_roots=allowed)
     for fail in indexed.failures:
         f = result.ids.pop(Path(fail.path).stem, None)
         if f is not None:
@@ -148,7 +151,8 @@ def prepare_files(files, work_dir, config: PrepareConfig | None = None) -> Prepa
     if not result.ids:
         return result
     manifest = work / "files.jsonl"
-    write_manifest(_for_modalities(indexed, cfg.modalities), manifest, "folder", corpus)
+    write_manifest(_for_modalities(indexed, cfg.modalities), manifest, "folder", corpus,
+                   options={"allowed_roots": allowed})
     prepared = prepare_manifest(manifest, work / "extract", corpus, cfg, keep_unlabelled=True)
     result.shards, result.extract = prepared.shards, prepared.extract
     for fail in prepared.extract.get("failures", []):

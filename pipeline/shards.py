@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
+from . import faults
 from . import store as st
 from .cluster import Placement, run_stage, set_torch_threads
 from .pairs import PAIRS, SPLIT_NAMES, PairConfig, Samples, StoreView, plan_samples
@@ -157,6 +158,8 @@ def copy_block(block: int, kind: str, out: str, store: str, config_hash: str, th
         idx = dst["clips/source"][block * K : (block + 1) * K]
         for name in ("face", "mouth"):
             dst[f"clips/{name}"][block * K : block * K + len(idx)] = _gather(src[f"video/{name}"], idx)
+            faults.point("build", "after_first_write", block)
+        written = ["clips/face", "clips/mouth"]
     else:
         K = dst["audio/wave"].shards[0]
         sources = dst["audio/source"][block * K : (block + 1) * K]
@@ -165,12 +168,15 @@ def copy_block(block: int, kind: str, out: str, store: str, config_hash: str, th
         wave = np.stack([_audio(src, str(s), int(i), int(k)) for s, i, k in zip(sources, samples, shifts)]) \
             if len(samples) else np.zeros((0, dst["audio/wave"].shape[1]), np.float32)
         dst["audio/wave"][block * K : block * K + len(wave)] = wave
+        faults.point("build", "after_first_write", block)
+        written = ["audio/wave"]
         if "mel" in dst["audio"]:
             dst["audio/mel"][block * K : block * K + len(wave)] = log_mel(wave).astype(np.float16)
+            written.append("audio/mel")
         idx = samples
     counts = {"samples": int(len(idx)), "failed": 0}
     st.write_marker(out, "build", kind, block, {"config_hash": config_hash, "counts": counts, "failures": [],
-                                                 "seconds": round(time.perf_counter() - t0, 3)})
+                                                 "seconds": round(time.perf_counter() - t0, 3)}, arrays=written)
     return counts
 
 

@@ -110,11 +110,15 @@ def _write_atomic(target: str, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def _read_text(target: str) -> str:
+def _read_bytes(target: str) -> bytes:
     if is_url(target):
         fs, p = _fs(target)
-        return fs.cat_file(p).decode()
-    return Path(target).read_text()
+        return fs.cat_file(p)
+    return Path(target).read_bytes()
+
+
+def _read_text(target: str) -> str:
+    return _read_bytes(target).decode()
 
 
 def open_root(path, mode: str = "r") -> zarr.Group:
@@ -239,16 +243,54 @@ def marker_location(store, stage: str, output: str, shard: int) -> str:
     return join(store, "_markers", stage, output, f"{shard:06d}")
 
 
-def write_marker(store, stage: str, output: str, shard: int, info: dict) -> None:
-    """Atomically write a done-marker: a zarr group whose attributes hold ``info``."""
+def write_marker(store, stage: str, output: str, shard: int, info: dict, arrays: list[str] | None = None) -> None:
+    """Atomically write a done-marker: a zarr group whose attributes hold ``info``, the
+    checksums of the shard ``shard`` of every array in ``arrays`` (as written, see
+    :func:`shard_checksums`) and a checksum of the marker itself (``marker_sha``)."""
+    from . import faults
+
+    faults.point(stage, "before_marker", shard)
     d = marker_location(store, stage, output, shard)
     if not is_url(d):
         Path(d).mkdir(parents=True, exist_ok=True)
     _ensure_groups(store, [stage, output])
     body = {"stage": stage, "output": output, "shard": shard, "code_version": __version__,
             "finished": time.time(), **info}
+    if arrays is not None:
+        body["checksums"] = shard_checksums(store, arrays, shard)
+    body["marker_sha"] = marker_sha(body)
     doc = {"zarr_format": 3, "node_type": "group", "attributes": {"avdd_marker": body}}
     _write_atomic(join(d, "zarr.json"), json.dumps(doc, default=_json_default).encode())
+
+
+def marker_sha(body: dict) -> str:
+    """Checksum of a marker's content (all but ``marker_sha`` itself)."""
+    rest = {k: v for k, v in body.items() if k != "marker_sha"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def shard_file(store, array: str, shard: int) -> str:
+    """Where shard ``shard`` (along the sample axis) of a sharded array of a store lies (a local
+    path or a URL): ``<array>/c/<shard>/0/...`` (one zarr shard spans every other axis)."""
+    meta = json.loads(_read_text(join(store, array, "zarr.json")))
+    enc = meta.get("chunk_key_encoding", {}).get("configuration", {})
+    sep = enc.get("separator", "/")
+    key = sep.join(["c", str(shard)] + ["0"] * (len(meta["shape"]) - 1))
+    return join(store, array, *key.split("/"))
+
+
+def shard_checksums(store, arrays: list[str], shard: int) -> dict[str, str | None]:
+    """sha256 of the file of shard ``shard`` of each array; None where zarr wrote no file (a
+    shard holding only the fill value)."""
+    out = {}
+    for name in arrays:
+        try:
+            data = _read_bytes(shard_file(store, name, shard))
+        except FileNotFoundError:
+            out[name] = None
+            continue
+        out[name] = hashlib.sha256(data).hexdigest()
+    return out
 
 
 def _ensure_groups(store, parts: list[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import MediaError
 from ..manifest import Failure, ManifestRow, RecipeResult
 from ..media import probe, sniff_kind
+from ..paths import inside
 
 
 def corpus_path(corpus_dir) -> Path:
@@ -17,11 +18,12 @@ def corpus_path(corpus_dir) -> Path:
     return root
 
 
-def check_media(root: Path, rel: str, expect: str) -> MediaError | None:
+def check_media(root: Path, rel: str, expect: str, allowed=()) -> MediaError | None:
     """None when ``root/rel`` exists, is readable and looks like ``expect`` ("video", "audio"
-    or "media"); else the MediaError saying what is wrong."""
-    path = root / rel
+    or "media"); else the MediaError saying what is wrong (``outside_root``, before opening
+    it, when the path or its symlinks lead out of ``root`` and the ``allowed`` folders)."""
     try:
+        path = inside(root, rel, allowed)
         kind = sniff_kind(path)
     except MediaError as e:
         return e
@@ -33,11 +35,11 @@ def check_media(root: Path, rel: str, expect: str) -> MediaError | None:
     return None
 
 
-def keep_checked(root: Path, candidates, expect: str) -> tuple[list[ManifestRow], list[Failure]]:
+def keep_checked(root: Path, candidates, expect: str, allowed=()) -> tuple[list[ManifestRow], list[Failure]]:
     """Split candidate rows into those whose files pass :func:`check_media` and failures."""
     rows, failures = [], []
     for row in candidates:
-        err = check_media(root, row.path, expect if expect != "row" else row.media)
+        err = check_media(root, row.path, expect if expect != "row" else row.media, allowed)
         if err is None:
             rows.append(row)
         else:
@@ -46,11 +48,11 @@ def keep_checked(root: Path, candidates, expect: str) -> tuple[list[ManifestRow]
 
 
 def finish(root: Path, candidates: list[ManifestRow], failures: list[Failure], expect: str,
-           probe: bool = False, workers: int = 8) -> RecipeResult:
+           probe: bool = False, workers: int = 8, allowed=()) -> RecipeResult:
     """The common end of a recipe: keep the candidates whose files pass :func:`check_media`
     (``expect`` as there, or "row" for each row's own media kind), probe them if asked, and
     return them with every failure."""
-    rows, bad = keep_checked(root, candidates, expect)
+    rows, bad = keep_checked(root, candidates, expect, allowed)
     failures = failures + bad
     if probe:
         rows, bad = probe_rows(root, rows, workers=workers)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..manifest import RecipeResult, ManifestRow
+from ..errors import MediaError
+from ..manifest import Failure, RecipeResult, ManifestRow
+from ..paths import inside
 from ..resources import manifests_dir
 from . import register
 from ._common import corpus_path, finish
@@ -51,7 +53,7 @@ def prepare_ffpp(
 ) -> RecipeResult:
     root = corpus_path(corpus_dir)
     splits = load_splits(splits_dir)
-    audio = _audio_index(Path(audio_dir)) if audio_dir else {}
+    audio, refused = _audio_index(Path(audio_dir)) if audio_dir else ({}, [])
     candidates: list[ManifestRow] = []
     found_any = False
     for seq_dir in sorted((root / "original_sequences").glob(f"*/{compression}/videos")):
@@ -74,13 +76,20 @@ def prepare_ffpp(
             row.audio_path, row.has_audio, row.audio_label = str(src), True, "real"
         elif audio_dir:
             row.extra["audio_missing"] = True
-    return finish(root, candidates, [], "video", probe)
+    return finish(root, candidates, refused, "video", probe)
 
 
-def _audio_index(audio_dir: Path) -> dict[str, Path]:
+def _audio_index(audio_dir: Path) -> tuple[dict[str, Path], list[Failure]]:
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"FF++ audio directory not found: {audio_dir}")
-    return {p.stem: p.resolve() for p in sorted(audio_dir.iterdir()) if p.suffix.lower() in AUDIO_EXTS}
+    out, refused = {}, []
+    for p in sorted(audio_dir.iterdir()):
+        if p.suffix.lower() in AUDIO_EXTS:
+            try:  # a symlink out of the audio folder is not followed
+                out[p.stem] = inside(audio_dir, p.name).resolve()
+            except MediaError as e:
+                refused.append(Failure.from_error(e))
+    return out, refused
 
 
 def _original(root, f: Path, source: str, compression: str, splits) -> ManifestRow:

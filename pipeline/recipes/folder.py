@@ -31,7 +31,8 @@ _LABEL_WORDS = {"real": "real", "fake": "fake", "bona-fide": "real", "bonafide":
 
 
 @register("folder")
-def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, workers: int = 8) -> RecipeResult:
+def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, workers: int = 8,
+                   allowed_roots=None) -> RecipeResult:
     root = corpus_path(corpus_dir)
     if default_label not in (None, "real", "fake"):
         raise ValueError(f"default_label must be 'real', 'fake' or None, not {default_label!r}")
@@ -43,7 +44,7 @@ def prepare_folder(corpus_dir, labels=None, default_label: str | None = None, wo
     if not candidates and not failures:
         raise FileNotFoundError(f"No media files ({', '.join(sorted(MEDIA_SUFFIXES))}) found under {root}")
     _disambiguate_ids(candidates)
-    result = finish(root, candidates, failures, "media", probe=True, workers=workers)
+    result = finish(root, candidates, failures, "media", probe=True, workers=workers, allowed=tuple(allowed_roots or ()))
     for row in result.rows:
         _settle_labels(row)
     return result
@@ -129,9 +130,9 @@ def _rows_from_csv(root: Path, path: Path) -> tuple[list[ManifestRow], list[Fail
             if not rel:
                 failures.append(Failure(path=where, reason="invalid_row", detail="empty 'path' cell"))
                 continue
-            f_path = Path(os.path.normpath(root / rel))  # lexical: symlinked files stay inside
+            f_path = Path(os.path.normpath(root / rel))  # lexical; symlinks are checked with the files
             if not f_path.is_relative_to(root):
-                failures.append(Failure(path=where, reason="invalid_row", detail=f"path {rel!r} is outside {root}"))
+                failures.append(Failure(path=where, reason="outside_root", detail=f"path {rel!r} is outside {root}"))
                 continue
             split = (rec.get("split") or "").strip() or None
             if split not in (None, "train", "val", "test"):

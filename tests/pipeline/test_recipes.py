@@ -5,6 +5,7 @@ soundfile/ffmpeg). Synthetic files appear only as bad inputs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -30,9 +31,13 @@ SPEECH = "speech/psphinx_goforward.wav"  # 16 kHz mono PCM16
 
 
 def link(src, dst):
-    """Symlink ``dst`` -> ``src``, creating the folders above ``dst``."""
+    """Hard-link (or copy) ``src`` to ``dst``, creating the folders above ``dst``. Not a
+    symlink: one leading out of the corpus is refused (``outside_root``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.symlink_to(src)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy(src, dst)
     return dst
 
 
@@ -616,4 +621,4 @@ def test_folder_csv_rows_outside_the_corpus_or_with_bad_splits_are_invalid(sampl
     res = prepare("folder", corpus, labels=tmp_path / "labels.csv")
     assert [r.id for r in res.rows] == ["a"] and res.rows[0].split == "train"
     assert sorted((f.path, f.reason) for f in res.failures) == [
-        ("labels.csv:2", "invalid_row"), ("labels.csv:3", "invalid_row")]
+        ("labels.csv:2", "invalid_row"), ("labels.csv:3", "outside_root")]
