@@ -7,7 +7,7 @@ extracting corpora of many short utterances costs most (ASVspoof2019 LA, In-the-
 is mixed down as ffmpeg's ``-ac 1`` does (each channel times 1/sqrt(2)), so both paths give the
 same audio to within the resamplers' difference (tested on real speech). Everything else
 (containers such as mp4 and m4a, lossy codecs with encoder delay, more than two channels) goes
-through the ffmpeg binary.
+through the ffmpeg binary; ``AVDD_AUDIO_READER=ffmpeg`` sends every file there (for comparisons).
 
 The ffmpeg binary is the one on ``PATH`` or, when there is none, the one shipped in the
 ``imageio-ffmpeg`` wheel (``AVDD_FFMPEG`` overrides both). No ``ffprobe`` is needed: probing
@@ -175,7 +175,7 @@ def _soundfile(path: Path):
     """``soundfile.info`` of a file read in-process, or None (another format, more than two
     channels, empty, or a file libsndfile refuses: those take the ffmpeg path, whose errors
     name the reason)."""
-    if path.suffix.lower() not in SNDFILE_SUFFIXES:
+    if path.suffix.lower() not in SNDFILE_SUFFIXES or os.environ.get("AVDD_AUDIO_READER") == "ffmpeg":
         return None
     import soundfile as sf
 
