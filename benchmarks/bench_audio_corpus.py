@@ -1,0 +1,88 @@
+"""Indexing and extracting a corpus of many short utterances: in-process audio vs ffmpeg.
+
+Cuts ``--items`` utterances of 2 s from the real speech in the sample data (16 kHz wav, as
+ASVspoof2019 LA's flac and In-the-Wild's wav are short single files), then times, for each audio
+reader (``AVDD_AUDIO_READER=ffmpeg``: one ffmpeg subprocess per probe and per decode; default:
+soundfile + soxr in-process):
+
+    avdd-data manifest folder CORPUS -o M.jsonl        (every file probed)
+    avdd-data extract M.jsonl --store S.zarr           (local Dask cluster, default workers)
+    avdd-data build-shards --store S.zarr --out X.zarr --pairs own
+
+and checks that the two manifests are identical and the two stores' audio equal.
+
+    python benchmarks/bench_audio_corpus.py --items 400 1600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import zarr
+
+
+def make_corpus(data: Path, out: Path, n: int, seconds: float = 2.0) -> None:
+    out.mkdir(parents=True)
+    speech = [sf.read(f, dtype="int16")[0] for f in sorted((data / "speech").glob("*.wav"))]
+    size = int(16000 * seconds)
+    pieces = [s[i:i + size] for s in speech for i in range(0, len(s) - size + 1, size // 4)]
+    for k in range(n):
+        sf.write(out / f"utt{k:06d}.wav", pieces[k % len(pieces)], 16000, subtype="PCM_16")
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def run(corpus: Path, work: Path, reader: str) -> dict:
+    env = dict(os.environ)
+    if reader == "ffmpeg":
+        env["AVDD_AUDIO_READER"] = "ffmpeg"
+    else:
+        env.pop("AVDD_AUDIO_READER", None)
+    exe = [sys.executable, "-m", "pipeline.cli"]
+    m, s, x = work / f"{reader}.jsonl", work / f"{reader}.zarr", work / f"{reader}.shards.zarr"
+    return {"manifest": timed(exe + ["manifest", "folder", str(corpus), "-o", str(m), "--default-label", "real"], env),
+            "extract": timed(exe + ["extract", str(m), "--store", str(s), "--no-progress"], env),
+            "build-shards": timed(exe + ["build-shards", "--store", str(s), "--out", str(x), "--pairs", "own",
+                                         "--no-progress"], env),
+            "rows": [json.loads(line) for line in m.read_text().splitlines()], "store": s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("AVDD_SAMPLE_DATA", str(Path(__file__).resolve().parents[2]
+                                                                             / "shared" / "data")))
+    ap.add_argument("--items", type=int, nargs="+", default=[400, 1600])
+    args = ap.parse_args()
+    print("| items | stage | ffmpeg per file (s) | in-process (s) | speed-up |")
+    print("|---|---|---|---|---|")
+    for n in args.items:
+        tmp = Path(tempfile.mkdtemp(prefix="avdd-audio-corpus-"))
+        try:
+            make_corpus(Path(args.data), tmp / "corpus", n)
+            slow, fast = run(tmp / "corpus", tmp, "ffmpeg"), run(tmp / "corpus", tmp, "soundfile")
+            assert slow["rows"] == fast["rows"], "manifests differ"
+            a, b = (zarr.open_group(str(r["store"]), mode="r")["audio/real"][:] for r in (slow, fast))
+            diff = float(np.abs(a - b).max())
+            for stage in ("manifest", "extract", "build-shards"):
+                print(f"| {n} | {stage} | {slow[stage]:.1f} | {fast[stage]:.1f} | {slow[stage] / fast[stage]:.1f}x |")
+            print(f"| {n} | manifests identical, audio max abs difference {diff:.2g} | | | |")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
