@@ -206,7 +206,7 @@ def _init_run(tmp_path, audio_dir, vocoder, checkpoint):
 
     cfg = tmp_path / "init.yaml"
     cfg.write_text(yaml.safe_dump({"train": {"batch_size": 1, "segment_samples": 2048, "validate_every": 100,
-                                             "val_seconds": 0.3, "n_val": 1}}))
+                                             "val_seconds": 0.15, "n_val": 1}}))
     out = tmp_path / f"init-{vocoder}"
     summary = Trainer(vocoder, out, Source(audio_dir=str(audio_dir)), config_file=cfg, init=checkpoint, max_steps=2,
                       device="cpu", progress=False).run()
