@@ -61,6 +61,9 @@ class VerifyReport:
 
 def verify(store, repair: bool = False) -> VerifyReport:
     """Check every finished shard of ``store``; with ``repair``, invalidate the bad ones."""
+    if st.is_url(store):
+        raise ValueError(f"{store}: verify reads stores on a local or shared filesystem; it does not list "
+                         "object storage yet (copy the store, or verify it where it is mounted)")
     store = Path(store)
     if not (store / "zarr.json").is_file():
         raise FileNotFoundError(f"Not a zarr store (no zarr.json): {store}")

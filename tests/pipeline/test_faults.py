@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,7 +115,7 @@ def test_disk_full_is_a_shard_error_and_the_rerun_completes(corpus, reference, t
 def test_stale_temporary_files_are_ignored_reported_and_repaired(corpus, reference, tmp_path):
     store = tmp_path / "s.zarr"
     shutil.copytree(reference, store)
-    shard_file = st.shard_file(store, "video/face", 0)
+    shard_file = Path(st.shard_file(store, "video/face", 0))
     stale = [shard_file.with_name(shard_file.name + ".5f2c.partial"),
              st.marker_path(store, "extract", "samples", 1) / ".zarr.json.tmp-4242"]
     stale[0].write_bytes(b"half a shard")
