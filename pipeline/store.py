@@ -297,10 +297,14 @@ def _ensure_groups(store, parts: list[str]) -> None:
     """Make every level between the store root and a marker a zarr group (so that the store
     stays a clean zarr hierarchy)."""
     empty = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
-    for k in range(len(parts) + 1):
+    missing = []
+    for k in range(len(parts), -1, -1):  # deepest first: once a level exists, so do its parents
         level = join(store, "_markers", *parts[:k])
-        if not exists(level):
-            _write_atomic(join(level, "zarr.json"), empty)
+        if exists(level):
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        _write_atomic(join(level, "zarr.json"), empty)
 
 
 def read_marker(store, stage: str, output: str, shard: int) -> dict | None:

@@ -11,7 +11,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +234,10 @@ def running_cluster(tmp_path):
                 p.kill()
 
 
-def _hold_gpu_worker(gate: str) -> str:
+def _hold_gpu_worker(gate: str, started: str) -> str:
     from distributed import Event, get_worker
 
+    Event(started).set()
     Event(gate).wait(timeout=600)
     return str(get_worker().name)
 
@@ -268,11 +268,9 @@ def test_stages_on_a_running_cluster_match_the_local_run(sample_data, running_cl
              "--no-progress")
     assert r.exit_code == 0, r.output
 
-    gate = Event("gpu-gate", client=client)
-    holder = client.submit(_hold_gpu_worker, "gpu-gate", resources={"GPU": 1}, pure=False)
-    deadline = time.time() + 60
-    while not any(client.processing().values()) and time.time() < deadline:
-        time.sleep(0.05)
+    gate, started = Event("gpu-gate", client=client), Event("gpu-held", client=client)
+    holder = client.submit(_hold_gpu_worker, "gpu-gate", "gpu-held", resources={"GPU": 1}, pure=False)
+    assert started.wait(timeout=300)  # the GPU worker is busy from here on
     store = tmp_path / "cluster.zarr"
     r = _cli("extract", manifest, "--store", store, "--scheduler", address, *SMALL, "--json")
     assert r.exit_code == 0, r.output
