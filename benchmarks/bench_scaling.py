@@ -12,7 +12,7 @@ the first task submitted to the last finished: the cluster's start is left out, 
 model load is in) and the ratio to one worker. The stores of all runs are also compared: they
 must be equal, whatever the number of workers.
 
-    python benchmarks/bench_scaling.py --copies 4 --workers 2
+    python benchmarks/bench_scaling.py --copies 12 --workers 2
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("AVDD_SAMPLE_DATA", str(Path(__file__).resolve().parents[2]
                                                                              / "shared" / "data")))
-    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--copies", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
