@@ -111,10 +111,12 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
         _fail("give exactly one of --shards and --manifest")
     try:
         model, cfg = load_checkpoint(checkpoint, device)
+        excluded = []
         if manifest:
             prep = PrepareConfig(clips_per_item, workers=workers, scheduler=scheduler, cluster=cluster,
                                  cluster_config=cluster_config)
-            shards = prepare_manifest(manifest, Path(out) / "_data", root, prep).shards
+            prepared = prepare_manifest(manifest, Path(out) / "_data", root, prep)
+            shards, excluded = prepared.shards, prepared.excluded()
         modes = None if mode == "both" else (mode.replace("-", "_"),)
         result = evaluate_shards(model, cfg, shards, splits=tuple(splits.split(",")), modes=modes,
                                  robustness=robustness, holdout=holdout_category, seed=seed, device=device,
@@ -123,6 +125,11 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
         _fail(str(e))
     result["source"] = {"checkpoint": str(checkpoint), "data": str(manifest or shards),
                         "holdout_category": holdout_category}
+    if manifest:  # the manifest's items that are not in the metrics, each with its reason
+        result["source"]["not_evaluated"] = excluded
+        if excluded:
+            click.echo(f"{len(excluded)} item(s) of {manifest} could not be extracted and are not evaluated "
+                       "(listed in metrics.json and report.md)", err=True)
     visuals = []
     if visualize:
         from .visualize import visualize as draw

@@ -52,6 +52,12 @@ def markdown(r: dict, title: str, plots: list[Path]) -> list[str]:
         lines += ["", f"Note: {r['note']}"]
     if "source" in r:
         lines += ["", f"Checkpoint `{r['source'].get('checkpoint')}`, data `{r['source'].get('data')}`."]
+        excluded = r["source"].get("not_evaluated") or []
+        if excluded:
+            lines += ["", f"{len(excluded)} item(s) of the data could not be extracted and are not in these figures:", ""]
+            lines += _table(["item", "reason", "detail"],
+                            [[e["id"], e["reason"], e["detail"].splitlines()[0].replace("|", "\\|") if e["detail"] else ""]
+                             for e in excluded])
     lines += ["", "## Detection (inference modes side by side)", ""]
     lines += _table(["mode", "label", "accuracy", "AUC", "EER", "AP", "n", "fake share"],
                     [[MODE_TITLES[m], "sequence" if m in ("sync", "two_stream") else m, _f(v["acc"]), _f(v["auc"]),

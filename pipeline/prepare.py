@@ -63,6 +63,12 @@ class PrepareResult:
     failures: dict = field(default_factory=dict)
     extract: dict = field(default_factory=dict)
 
+    def excluded(self) -> list[dict]:
+        """The items of which no clip could be extracted: ``{"id", "reason", "detail"}`` each
+        (``reason`` as the extract stage records it, e.g. ``outside_root``, ``too_short``)."""
+        return [{"id": f["id"], "reason": f["reason"], "detail": (f.get("detail") or "").strip()}
+                for f in self.extract.get("failures", []) if f.get("clip") is None]
+
 
 def collect_files(paths) -> list[Path]:
     """The media files named, and those under the folders named (sorted, hidden files skipped)."""
