@@ -1,6 +1,7 @@
 """Faults at chosen points of a stage (pipeline/faults.py): the driver killed mid-stage, the
 process killed between a shard's data and its done-marker, a full disk, stale temporary files,
-a shard changed on disk. Each time the re-run redoes only the unfinished shards and the store
+a shard changed on disk; the same kills for convert and build-shards. Each time the re-run redoes
+only the unfinished shards and the store
 equals, sample for sample and byte for byte, an undisturbed run; `avdd-data verify` agrees."""
 
 from __future__ import annotations
@@ -155,3 +156,106 @@ def test_verify_finds_a_changed_shard_and_repair_makes_the_rerun_redo_it(corpus,
     assert summary["computed"] == 2 and summary["skipped"] == 2
     assert_same_store(store, reference)
     assert {s.shard: s.status for s in verify(store).shards} == {0: "unverifiable", 1: "ok", 2: "ok", 3: "ok"}
+
+
+# ---- convert and build-shards: the same faults, the same guarantees ----------------------------
+
+CONVERT = ["--vocoder", "griffinlim", "--option", "n_iter=8", "--workers", "0", "--threads", "1", "--no-progress"]
+CONVERTED = ["audio/fake/griffinlim", "quality/griffinlim/mcd", "quality/griffinlim/lsd", "quality/griffinlim/env_corr"]
+BUILD = """
+import sys
+from pipeline.pairs import PairConfig
+from pipeline.shards import ShardsConfig, build_shards
+summary = build_shards(sys.argv[1], sys.argv[2], ShardsConfig(pairs=PairConfig(pairs=("own", "vocoded")),
+                       clips_per_shard=1, audio_per_shard=2), workers=0, progress=False)
+print(summary["computed"], summary["skipped"], len(summary["errors"]))
+"""
+
+
+def _env(fault: str | None) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("AVDD_FAULT", None)
+    if fault:
+        env["AVDD_FAULT"] = fault
+    return env
+
+
+def _convert(store, fault: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "convert", "--store", str(store), *CONVERT, "--json"],
+                          env=_env(fault), capture_output=True, text=True)
+
+
+def _build(store, out, fault: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BUILD, str(store), str(out)], env=_env(fault), capture_output=True,
+                          text=True)
+
+
+@pytest.fixture(scope="module")
+def converted(reference, tmp_path_factory):
+    """The reference store with an undisturbed Griffin-Lim conversion."""
+    store = tmp_path_factory.mktemp("fault_conv") / "ref.zarr"
+    shutil.copytree(reference, store)
+    proc = _convert(store)
+    assert proc.returncode == 0, proc.stderr
+    return store
+
+
+@pytest.fixture(scope="module")
+def built(converted, tmp_path_factory):
+    """Shards of the converted reference, built undisturbed (one clip, two audio tracks per block)."""
+    out = tmp_path_factory.mktemp("fault_build") / "shards.zarr"
+    proc = _build(converted, out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _convert_stamps(store):
+    return {s: st.marker_path(store, "convert", "griffinlim", s).joinpath("zarr.json").stat().st_mtime_ns
+            for s in range(SHARDS) if st.read_marker(store, "convert", "griffinlim", s)}
+
+
+@pytest.mark.parametrize("point", ["after_first_write", "before_marker"])
+def test_convert_killed_mid_stage_rerun_redoes_only_the_unfinished_shards(reference, converted, tmp_path, point):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(reference, store)
+    proc = _convert(store, f"convert.{point}@2:exit")
+    assert proc.returncode == EXIT_CODE, proc.stderr
+    before = _convert_stamps(store)
+    assert sorted(before) == [0, 1]
+    proc = _convert(store)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = summary[0] if isinstance(summary, list) else summary
+    assert summary["computed"] == 2 and summary["skipped"] == 2 and summary["errors"] == {}
+    assert {s: t for s, t in _convert_stamps(store).items() if s in before} == before
+    g, r = zarr.open_group(str(store), mode="r"), zarr.open_group(str(converted), mode="r")
+    for name in CONVERTED:
+        np.testing.assert_array_equal(g[name][:], r[name][:], err_msg=name)
+        for s in range(SHARDS):
+            assert st.shard_checksums(store, [name], s) == st.shard_checksums(converted, [name], s), (name, s)
+    report = verify(store)
+    assert not report.bad and report.count("ok") == 2 * SHARDS  # extract and convert markers
+
+
+def test_build_shards_killed_mid_stage_rerun_redoes_only_the_unfinished_blocks(converted, built, tmp_path):
+    """Killed after the first array of clips block 1 (block 0 is done); then a full disk at the
+    first audio block's marker: the re-runs finish the shards, equal to an undisturbed build."""
+    out = tmp_path / "shards.zarr"
+    proc = _build(converted, out, "build.after_first_write@1:exit")
+    assert proc.returncode == EXIT_CODE, proc.stderr
+    assert st.read_marker(out, "build", "clips", 0) and not st.read_marker(out, "build", "clips", 1)
+    proc = _build(converted, out, "build.before_marker@0:enospc")  # audio block 0 (clips block 0 is done)
+    assert proc.returncode == 0, proc.stderr
+    computed, skipped, errors = map(int, proc.stdout.split())
+    assert skipped == 1 and errors == 1
+    proc = _build(converted, out)
+    assert proc.returncode == 0, proc.stderr
+    assert list(map(int, proc.stdout.split())) == [1, computed + skipped, 0]
+    g, r = zarr.open_group(str(out), mode="r"), zarr.open_group(str(built), mode="r")
+    names = sorted(k for k, _ in r.arrays()) + [f"{grp}/{k}" for grp, sub in r.groups() if grp != "_markers"
+                                                 for k, _ in sub.arrays()]
+    assert {"clips/face", "audio/wave", "samples/audio_fake", "samples/pair"} <= set(names)
+    for name in names:
+        np.testing.assert_array_equal(g[name][:], r[name][:], err_msg=name)
+    report = verify(out)
+    assert not report.bad and report.count("ok") == computed + skipped + 1
