@@ -1,8 +1,8 @@
 """Faults at chosen points of a stage (pipeline/faults.py): the driver killed mid-stage, the
 process killed between a shard's data and its done-marker, a full disk, stale temporary files,
-a shard changed on disk; the same kills for convert and build-shards. Each time the re-run redoes
-only the unfinished shards and the store
-equals, sample for sample and byte for byte, an undisturbed run; `avdd-data verify` agrees."""
+a shard changed on disk; the same kills for convert and build-shards. Each time the re-run
+redoes only the unfinished shards and the store equals, sample for sample and byte for byte,
+an undisturbed run; `avdd-data verify` agrees."""
 
 from __future__ import annotations
 
