@@ -48,6 +48,15 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
 
 
+def write_unreadable_media(sample_data: Path, folder: Path) -> None:
+    """Three files no decoder can use, made from the sample talking head: ``zero.mp4`` (empty),
+    ``text.mp4`` (a text file) and ``truncated.mp4`` (its first 60 kB: the moov atom cut off)."""
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("hello\n")
+    (folder / "truncated.mp4").write_bytes((sample_data / "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4")
+                                           .read_bytes()[:60000])
+
+
 @pytest.fixture(scope="session")
 def indexed_video(tmp_path_factory) -> Path:
     """10 s of 29.97 fps frames whose colour encodes the frame number (lossless), no audio.

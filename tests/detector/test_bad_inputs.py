@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from detector.cli import detect_main, eval_main
 from pipeline.cli import main as data_main
-from tests.conftest import ffmpeg
+from tests.conftest import ffmpeg, write_unreadable_media
 
 SPEECH = "speech/psphinx_numbers.wav"
 TALKING = "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4"
@@ -25,9 +25,7 @@ def bad_folder(sample_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad inputs é")
     w, t = str(sample_data / SPEECH), str(sample_data / TALKING)
     shutil.copy(w, d / "good speech é.wav")
-    (d / "zero.mp4").write_bytes(b"")
-    (d / "text.mp4").write_text("hello\n")
-    (d / "truncated.mp4").write_bytes((sample_data / TALKING).read_bytes()[:60000])  # no moov atom
+    write_unreadable_media(sample_data, d)
     ffmpeg("-i", w, "-t", "0.2", str(d / "short.wav"))
     ffmpeg("-i", t, "-t", "2", "-an", "-c:v", "libx264", "-preset", "ultrafast", str(d / "noaudio.mp4"))
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "2", str(d / "silent.wav"))

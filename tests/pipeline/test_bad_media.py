@@ -14,7 +14,7 @@ import zarr
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from tests.conftest import ffmpeg
+from tests.conftest import ffmpeg, write_unreadable_media
 
 pytestmark = pytest.mark.slow  # ~3-5 min on a shared 2-core machine
 ARGS = ["--workers", "0", "--threads", "1", "--frames-per-clip", "8", "--clips-per-video", "1",
@@ -29,9 +29,7 @@ def broken_corpus(sample_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("broken")
     a, w = str(sample_data / TALKING), str(sample_data / SPEECH)
     ffmpeg("-i", a, "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(d / "good.mp4"))
-    (d / "zero.mp4").write_bytes(b"")
-    (d / "text.mp4").write_text("hello\n")
-    (d / "truncated.mp4").write_bytes((sample_data / TALKING).read_bytes()[:60000])  # moov atom cut off
+    write_unreadable_media(sample_data, d)
     ffmpeg("-i", a, "-t", "0.2", "-c:v", "libx264", "-preset", "ultrafast", str(d / "short.mp4"))
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=128x128:r=25:d=1", "-f", "lavfi", "-i", "sine=d=1",
            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", str(d / "noface.mp4"))
