@@ -259,3 +259,35 @@ def test_build_shards_killed_mid_stage_rerun_redoes_only_the_unfinished_blocks(c
         np.testing.assert_array_equal(g[name][:], r[name][:], err_msg=name)
     report = verify(out)
     assert not report.bad and report.count("ok") == computed + skipped + 1
+
+
+def _mount_tmpfs(path: Path, kib: int, remount: bool = False) -> bool:
+    opts = f"{'remount,' if remount else ''}size={kib}k"
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+def test_a_real_full_disk_costs_only_the_shards_that_did_not_fit(corpus, reference, tmp_path):
+    """The store on a size-limited filesystem (a tmpfs of 60 % of the finished store's size;
+    skipped where this process may not mount one): the shards that fit are done, the others are
+    shard errors naming the full disk; with the filesystem grown, the re-run writes only those,
+    and the store equals the undisturbed one."""
+    size = sum(f.stat().st_size for f in Path(reference).rglob("*") if f.is_file())
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not _mount_tmpfs(mnt, max(64, int(0.6 * size) // 1024)):
+        pytest.skip("no size-limited filesystem can be mounted here (needs root and tmpfs)")
+    try:
+        store = mnt / "s.zarr"
+        res = CliRunner().invoke(main, ["extract", str(corpus), "--store", str(store), *ARGS, "--json"])
+        assert res.exit_code == 1 and "No space left on device" in res.output, res.output
+        done = sorted(_stamps(store))
+        assert 0 < len(done) < SHARDS
+        assert _mount_tmpfs(mnt, 4 * size // 1024 + 1024, remount=True)
+        summary = _rerun(corpus, store)
+        assert summary["skipped"] == len(done) and summary["computed"] == SHARDS - len(done)
+        assert_same_store(store, reference)
+        verify(store, repair=True)  # removes what the failed writes left behind, if anything
+        report = verify(store)
+        assert report.count("ok") == SHARDS and not report.bad and report.stale_files == []
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
