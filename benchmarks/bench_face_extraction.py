@@ -34,6 +34,7 @@ from pipeline.extract import ExtractConfig, extract_item
 from pipeline.faces import iou
 from pipeline.manifest import ManifestRow
 from pipeline.media import iter_clips, probe
+from tables import emit  # benchmarks/tables.py (the scripts run from benchmarks/)
 
 
 def sample_videos() -> list[Path]:
@@ -101,11 +102,7 @@ def main(argv=None):
             "iou_ge_09": float((ious >= 0.9).mean()),
         })
         print(rows[-1], file=sys.stderr)
-    table = render(rows, args)
-    print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(table + "\n")
+    emit(render(rows, args), args.out)
 
 
 def render(rows, args) -> str:

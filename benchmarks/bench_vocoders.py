@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tables import emit  # benchmarks/tables.py (the scripts run from benchmarks/)
 
 SR = 16000
 CLIP = 20480  # samples: 32 frames at 25 fps
@@ -163,11 +164,7 @@ def main(argv=None):
         except Exception as e:  # a vocoder that cannot run here is reported, not hidden
             rows.append((name, None, f"not measured: {type(e).__name__}: {e}", None))
         print(rows[-1], file=sys.stderr)
-    table = render(rows, args)
-    print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(table + "\n")
+    emit(render(rows, args), args.out)
 
 
 def render(rows, args) -> str:
