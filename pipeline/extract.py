@@ -27,7 +27,7 @@ from .cluster import Placement, run_stage, set_torch_threads
 from .errors import MediaError
 from .faces import FaceConfig, crop_clip, track_clip
 from .manifest import ManifestRow, manifest_allowed_roots, manifest_root, read_manifest
-from .media import decoded_size, iter_clips, probe, read_audio
+from .media import decoded_size, iter_clips, probe, read_audio, recorded_info
 from .paths import inside
 
 STAGE = "extract"
@@ -109,7 +109,7 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
     (absolute audio paths may also lie in the ``allowed`` folders, e.g. an FF++ --audio-dir)."""
     path = inside(root, row.path, allowed)
     src = inside(root, row.audio_path, allowed) if row.audio_path else path
-    info = probe(path)
+    info = recorded_info(path, row.extra or {}) or probe(path)  # probed once, when indexed
     wants_audio = row.audio_path is not None or row.has_audio is not False
     audio, audio_failure = None, None
     if wants_audio:

@@ -136,6 +136,27 @@ class MediaInfo:
         }
 
 
+def recorded_info(path, extra: dict) -> MediaInfo | None:
+    """The :class:`MediaInfo` a manifest recorded when it probed ``path`` (``extra`` of its row,
+    see ``recipes._common.probe_rows``), so that extract need not probe again; None when the row
+    has none, or when the file's size is no longer the recorded one (then it is probed again)."""
+    size, duration = extra.get("bytes"), extra.get("duration")
+    if size is None or duration is None:
+        return None
+    try:
+        if Path(path).stat().st_size != size:
+            return None
+    except OSError:
+        return None
+    video = (VideoStream(width=int(extra["width"]), height=int(extra["height"]), fps=float(extra["fps"]))
+             if extra.get("width") and extra.get("height") and extra.get("fps") else None)
+    audio = (AudioStream(sample_rate=int(extra["audio_sample_rate"]), channels=int(extra.get("audio_channels") or 1))
+             if extra.get("audio_sample_rate") else None)
+    if video is None and audio is None:
+        return None
+    return MediaInfo(path=str(path), duration=float(duration), video=video, audio=audio)
+
+
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+.*?: (Video|Audio): (.*)$")
 _SIZE = re.compile(r"(?:^|[ ,])(\d{2,5})x(\d{2,5})(?:[ ,]|$)")

@@ -61,13 +61,15 @@ def finish(root: Path, candidates: list[ManifestRow], failures: list[Failure], e
 
 
 def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[list[ManifestRow], list[Failure]]:
-    """Probe every row's file with ffmpeg (in parallel threads): set ``media`` and
-    ``has_audio`` from the streams found and record duration/size/fps in ``extra``.
+    """Probe every row's file (in parallel threads): set ``media`` and ``has_audio`` from the
+    streams found and record duration, frame size, fps, audio rate and channels and the file's
+    size in bytes in ``extra`` (extract reads them instead of probing again).
     Rows whose file ffmpeg cannot read become failures."""
 
     def one(row: ManifestRow):
         try:
-            return row, probe(root / row.path)
+            info = probe(root / row.path)
+            return row, (info, (root / row.path).stat().st_size)
         except MediaError as e:
             return row, e
 
@@ -77,6 +79,7 @@ def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[l
             if isinstance(res, MediaError):
                 failures.append(Failure.from_error(res, id=row.id, root=root))
                 continue
+            res, size = res
             row.media = "video" if res.video is not None else "audio"
             if row.media == "audio":
                 row.video_label = None
@@ -84,6 +87,7 @@ def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[l
                 row.has_audio = res.audio is not None
                 if not row.has_audio:
                     row.audio_label = None
-            row.extra.update({k: v for k, v in res.to_dict().items() if v is not None})
+            # what extract would probe again (media.recorded_info), with the size it was true for
+            row.extra.update({k: v for k, v in res.to_dict().items() if v is not None} | {"bytes": size})
             kept.append(row)
     return kept, failures

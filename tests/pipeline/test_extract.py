@@ -193,3 +193,48 @@ def test_a_lost_marker_redoes_only_its_shard(corpus, extracted, tmp_path):
     summary = extract(manifest, copy, config=CFG, workers=0, threads=1, progress=False)
     assert summary.computed == 1 and summary.skipped == 3
     np.testing.assert_array_equal(zarr.open_group(str(copy), mode="r")["video/face"][6:12], before)
+
+
+def test_extract_reads_the_probe_the_manifest_recorded_and_probes_a_changed_file_again(sample_data, tmp_path,
+                                                                                       monkeypatch):
+    """Files are probed once, when indexed: extract takes duration, streams and rates from the
+    manifest (same store as probing again), and probes only a file whose size changed since."""
+    import json
+
+    import pipeline.extract as ex
+    from pipeline.recipes import prepare
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(sample_data / "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4", corpus / "v.mp4")
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", corpus / "a.wav")
+    shutil.copy(sample_data / "speech/psphinx_goforward.wav", corpus / "b.wav")
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(prepare("folder", corpus, default_label="real"), manifest, "folder", corpus)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert all(r["extra"]["bytes"] == (corpus / r["path"]).stat().st_size for r in rows)
+    probed = []
+    real_probe = ex.probe
+    monkeypatch.setattr(ex, "probe", lambda p: probed.append(p.name) or real_probe(p))
+    cfg = ExtractConfig(frames_per_clip=8, clips_per_video=2, face=FaceConfig(detect_every=8))
+
+    extract(manifest, tmp_path / "recorded.zarr", config=cfg, workers=0, progress=False)
+    assert probed == []
+    # the same manifest without what the probe recorded: every file probed, the same store
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({**r, "extra": {}}) + "\n" for r in rows))
+    shutil.copy(tmp_path / "m.meta.json", tmp_path / "bare.meta.json")
+    extract(bare, tmp_path / "bare.zarr", config=cfg, workers=0, progress=False)
+    assert sorted(probed) == ["a.wav", "b.wav", "v.mp4"]
+    a, b = zarr.open_group(str(tmp_path / "recorded.zarr"), mode="r"), zarr.open_group(str(tmp_path / "bare.zarr"), mode="r")
+    for name in ("video/face", "video/box", "audio/real", "meta/status", "meta/duration", "meta/source_size"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+    # a file replaced since indexing (another size): probed again, its new content extracted
+    probed.clear()
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", corpus / "b.wav")
+    extract(manifest, tmp_path / "changed.zarr", config=cfg, workers=0, progress=False)
+    assert probed == ["b.wav"]
+    c = zarr.open_group(str(tmp_path / "changed.zarr"), mode="r")
+    ids = list(c["meta/id"][:])
+    np.testing.assert_array_equal(c["audio/real"][ids.index("b")], c["audio/real"][ids.index("a")])
