@@ -88,19 +88,26 @@ def main():
 @click.option("--probe", is_flag=True, default=None, help="Probe every file with ffmpeg (folder always does).")
 @click.option("--allow-root", "allow_roots", multiple=True, type=click.Path(file_okay=False),
               help="A folder outside CORPUS_DIR whose files the corpus may symlink to (else refused: outside_root).")
+@click.option("--workers", type=int, help="Probe on a local Dask cluster of this many worker processes "
+                                         "(default: threads in this process).")
+@click.option("--scheduler", help="Probe on an existing Dask cluster: tcp://HOST:PORT (workers must see the corpus).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def manifest_cmd(recipe, corpus_dir, out, as_json, allow_roots, **options):
+def manifest_cmd(recipe, corpus_dir, out, as_json, allow_roots, workers, scheduler, **options):
     """Index CORPUS_DIR with RECIPE into one manifest (JSONL), with failures beside it.
 
     Recipes: dfdc, ffpp, fakeavceleb, voxceleb, asvspoof2019_la, in_the_wild, folder.
     """
+    from .cluster import Placement
     from .manifest import sidecar_paths, write_manifest
     from .recipes import prepare
+    from .recipes._common import probing_on
 
     options["protocol"] = list(options["protocol"]) or None
     allowed = [str(Path(a).resolve()) for a in allow_roots]
+    where = Placement(scheduler=scheduler, workers=workers) if (scheduler or workers) else None
     try:
-        result = prepare(recipe, corpus_dir, **options, **({"allowed_roots": allowed} if allowed else {}))
+        with probing_on(where):
+            result = prepare(recipe, corpus_dir, **options, **({"allowed_roots": allowed} if allowed else {}))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     given = {k: v for k, v in options.items() if v is not None} | ({"allowed_roots": allowed} if allowed else {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,34 +62,76 @@ def finish(root: Path, candidates: list[ManifestRow], failures: list[Failure], e
     return RecipeResult(rows, failures)
 
 
-def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[list[ManifestRow], list[Failure]]:
-    """Probe every row's file (in parallel threads): set ``media`` and ``has_audio`` from the
-    streams found and record duration, frame size, fps, audio rate and channels and the file's
-    size in bytes in ``extra`` (extract reads them instead of probing again).
-    Rows whose file ffmpeg cannot read become failures."""
+# Where probe_rows probes: None (threads in this process) or a Placement (a Dask cluster),
+# set around a recipe by :func:`probing_on` (``avdd-data manifest --workers/--scheduler``).
+_PLACEMENT: contextvars.ContextVar = contextvars.ContextVar("avdd_probe_placement", default=None)
+PROBE_CHUNK = 256  # files probed per Dask task
 
-    def one(row: ManifestRow):
+
+@contextlib.contextmanager
+def probing_on(where):
+    """Probe the files of the recipes run in this block on ``where`` (a
+    :class:`~pipeline.cluster.Placement`: a local cluster, a scheduler, a batch cluster)."""
+    token = _PLACEMENT.set(where)
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
+def probe_files(root: str, paths: list[str], threads: int = 4) -> list[tuple]:
+    """``(info dict, size in bytes)`` or ``("error", reason, detail)`` per file under ``root``:
+    one Dask task's share of the probing (plain tuples: they travel between processes)."""
+
+    def one(rel: str):
+        path = Path(root) / rel
         try:
-            info = probe(root / row.path)
-            return row, (info, (root / row.path).stat().st_size)
+            return probe(path).to_dict(), path.stat().st_size
         except MediaError as e:
-            return row, e
+            return "error", e.reason, e.detail
 
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, paths))
+
+
+def _probe_on_cluster(where, root: Path, rows: list[ManifestRow]) -> list:
+    from ..cluster import dask_client
+
+    chunks = [[r.path for r in rows[i : i + PROBE_CHUNK]] for i in range(0, len(rows), PROBE_CHUNK)]
+    if not chunks:
+        return []
+    ctx = contextlib.nullcontext(where.client) if where.client is not None else dask_client(
+        where.scheduler, where.local_workers, cluster=where.cluster, cluster_config=where.cluster_config)
+    with ctx as client:
+        futures = client.map(probe_files, [str(root)] * len(chunks), chunks, pure=False)
+        return [one for fut in futures for one in fut.result()]
+
+
+def probe_rows(root: Path, rows: list[ManifestRow], workers: int = 8) -> tuple[list[ManifestRow], list[Failure]]:
+    """Probe every row's file (in ``workers`` threads, or on the Dask cluster of
+    :func:`probing_on`): set ``media`` and ``has_audio`` from the streams found and record
+    duration, frame size, fps, audio rate and channels and the file's size in bytes in
+    ``extra`` (extract reads them instead of probing again). Rows whose file cannot be read
+    become failures."""
+    where = _PLACEMENT.get()
+    if where is not None:
+        results = _probe_on_cluster(where, root, rows)
+    else:
+        results = probe_files(str(root), [r.path for r in rows], threads=workers)
     kept, failures = [], []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for row, res in pool.map(one, rows):
-            if isinstance(res, MediaError):
-                failures.append(Failure.from_error(res, id=row.id, root=root))
-                continue
-            res, size = res
-            row.media = "video" if res.video is not None else "audio"
-            if row.media == "audio":
-                row.video_label = None
-            if row.audio_path is None:
-                row.has_audio = res.audio is not None
-                if not row.has_audio:
-                    row.audio_label = None
-            # what extract would probe again (media.recorded_info), with the size it was true for
-            row.extra.update({k: v for k, v in res.to_dict().items() if v is not None} | {"bytes": size})
-            kept.append(row)
+    for row, res in zip(rows, results):
+        if res[0] == "error":
+            failures.append(Failure.from_error(MediaError(root / row.path, res[1], res[2]), id=row.id, root=root))
+            continue
+        info, size = res
+        row.media = "video" if info["width"] is not None else "audio"
+        if row.media == "audio":
+            row.video_label = None
+        if row.audio_path is None:
+            row.has_audio = info["audio_sample_rate"] is not None
+            if not row.has_audio:
+                row.audio_label = None
+        # what extract would probe again (media.recorded_info), with the size it was true for
+        row.extra.update({k: v for k, v in info.items() if v is not None} | {"bytes": size})
+        kept.append(row)
     return kept, failures

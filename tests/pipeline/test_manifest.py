@@ -184,3 +184,44 @@ def test_failure_from_error_is_relative_to_the_root(tmp_path):
     err = MediaError("/elsewhere/c.mp4", "decode_error", "moov atom not found")
     outside = Failure.from_error(err, root=tmp_path)
     assert (outside.path, outside.detail) == ("/elsewhere/c.mp4", "moov atom not found")
+
+
+def test_manifest_probes_on_a_dask_cluster_as_in_process(sample_data, tmp_path, monkeypatch):
+    """``avdd-data manifest --scheduler`` (and ``--workers``) probe on Dask workers: the same
+    manifest and failures as the in-process threads, with the files probed in another process."""
+    import shutil
+
+    from click.testing import CliRunner
+    from distributed import LocalCluster
+
+    import pipeline.recipes._common as common
+    from pipeline.cli import main
+    from tests.conftest import write_unreadable_media
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for src in ["talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4", "dfdc/dfdc_sample_real/lynaeydofd.mp4",
+                "speech/psphinx_numbers.wav", "speech/psphinx_goforward.wav"]:
+        shutil.copy(sample_data / src, corpus / src.split("/")[-1])
+    write_unreadable_media(sample_data, corpus)
+    monkeypatch.setattr(common, "PROBE_CHUNK", 2)  # several tasks
+
+    def run(out, *extra):
+        r = CliRunner().invoke(main, ["manifest", "folder", str(corpus), "-o", str(out), "--default-label", "real",
+                                      *extra])
+        assert r.exit_code == 0, r.output
+        return out.read_text(), out.with_name(out.stem + ".failures.jsonl").read_text()
+
+    here = run(tmp_path / "here.jsonl")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        calls = []
+        real = common.probe_files
+        monkeypatch.setattr(common, "probe_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+        remote = run(tmp_path / "remote.jsonl", "--scheduler", cluster.scheduler_address)
+    assert calls == []  # nothing probed in this process: the tasks ran probe_files on the worker
+    assert remote == here
+    rows = [json.loads(line) for line in here[0].splitlines()]
+    assert len(rows) == 4 and {r["media"] for r in rows} == {"video", "audio"}
+    assert len(here[1].splitlines()) == 3  # the three unreadable files, each with its reason
+    assert run(tmp_path / "local.jsonl", "--workers", "1") == here
