@@ -212,7 +212,9 @@ def extract_options(fn):
         click.option("--fps", type=float, default=25.0, show_default=True, help="Frame grid."),
         click.option("--frames-per-clip", type=int, default=32, show_default=True),
         click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per item."),
-        click.option("--items-per-shard", type=int, default=4, show_default=True, help="Items per task/shard."),
+        click.option("--items-per-shard", type=int,
+                     help="Items per task/shard (default: 4 when the manifest holds videos, 64 for audio only; "
+                          "an existing store keeps its own)."),
         click.option("--face-size", type=int, default=128, show_default=True, help="Face crop side (px)."),
         click.option("--mouth-size", type=int, default=96, show_default=True, help="Mouth crop side (px)."),
         click.option("--detect-every", type=int, default=16, show_default=True, help="Coarse face search on every k-th frame."),
@@ -233,11 +235,28 @@ def _extract_config(o: dict):
                          items_per_shard=o["items_per_shard"], face=face)
 
 
+def _items_per_shard(manifest, store) -> int:
+    """The default shard size: what an existing store was made with; else 4 items when the
+    manifest holds videos (16 clips of face crops, ~25 MB a shard) and 64 for audio only (whose
+    samples are small, so that the per-shard cost of writing and marking is spread thinly)."""
+    from . import store as st
+    from .manifest import read_manifest
+
+    if st.exists(store):
+        plan = st.store_attrs(store).get("stages", {}).get("extract")
+        if plan is not None:
+            return int(plan["config"]["items_per_shard"])
+    rows = read_manifest(manifest)  # validated as extract does: the same error, listing every bad line
+    return 4 if any(r.media == "video" for r in rows) else 64
+
+
 def _run_extract(manifest, store, root, o: dict, as_json: bool) -> None:
     from .extract import extract
     from .store import StoreMismatch
 
     try:
+        if o["items_per_shard"] is None:
+            o = {**o, "items_per_shard": _items_per_shard(manifest, store)}
         summary = extract(manifest, store, root=root, config=_extract_config(o), where=_placement(o),
                           overwrite=o["overwrite"], progress=not o["no_progress"])
     except (StoreMismatch, ValueError, FileNotFoundError) as e:

@@ -208,12 +208,13 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
     done = st.valid_marker(store, STAGE, OUTPUT, shard, stage_hash)
     if done is not None:
         return {**done["counts"], "skipped": True}
-    set_torch_threads(threads)
     cfg = ExtractConfig(**config)
     C = cfg.clips_per_video
     lo = shard * cfg.items_per_shard * C
     first = shard * cfg.items_per_shard
     rows = [json.loads(r) for r in st.open_root(store)["items/row"][first : first + cfg.items_per_shard]]
+    if any(r.get("media") == "video" for r in rows):  # only faces use torch: audio never imports it
+        set_torch_threads(threads)
     buf = _buffers(len(rows) * C, cfg)
     failures: list[dict] = []
     t0 = time.perf_counter()
@@ -233,13 +234,21 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
             _put_clip(buf, j * C + c, clip, row)
             failures += [{"sample": lo + j * C + c, "item": item, "id": row.id, "clip": c, "reason": r,
                           "detail": dt} for r, dt in clip.failures]
+    # arrays no clip of the shard filled (the video arrays of a shard of audio-only items, the
+    # audio of a shard of silent videos) hold the fill value, which reads back the same without
+    # a file: they are not encoded, unless an earlier attempt left a file to replace
+    untouched = set() if buf["meta/has_video"].any() else set(VIDEO_ARRAYS)
+    if not buf["meta/has_audio"].any():
+        untouched.add("audio/real")
     root_group = st.open_root(store, mode="r+")
     written = []
     for name, data in buf.items():
-        if name in root_group:  # stores made before an array was added lack it
+        if name not in root_group:  # stores made before an array was added lack it
+            continue
+        if name not in untouched or st.shard_written(store, name, shard):
             root_group[name][lo : lo + len(data)] = data
-            written.append(name)
-            faults.point(STAGE, "after_first_write" if len(written) == 1 else "after_write", shard)
+        written.append(name)
+        faults.point(STAGE, "after_first_write" if len(written) == 1 else "after_write", shard)
     status = buf["meta/status"]
     counts = {
         "samples": int((status <= st.STATUS["partial"]).sum()),
@@ -254,6 +263,10 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
         "seconds": round(time.perf_counter() - t0, 3),
     }, arrays=written)
     return counts
+
+
+# the arrays only a clip with a face writes (see _put_clip)
+VIDEO_ARRAYS = ("video/face", "video/mouth", "video/box", "video/landmarks", "video/confidence", "meta/n_faces")
 
 
 def _put_clip(buf: dict, i: int, clip: Clip, row: ManifestRow) -> None:

@@ -185,7 +185,10 @@ class ArraySpec:
                             sample_chunk=sample_chunk)
 
     def buffer(self, n: int) -> np.ndarray:
-        """``n`` samples in memory, filled as a fresh array is."""
+        """``n`` samples in memory, filled as a fresh array is (zeros: pages the OS provides
+        lazily, so a face buffer that no clip fills costs nothing)."""
+        if self.dtype is not str and not (isinstance(self.fill, float) and np.isnan(self.fill)) and self.fill == 0:
+            return np.zeros((n, *self.shape), self.dtype)
         return np.full((n, *self.shape), self.fill, self.dtype)
 
 
@@ -277,6 +280,16 @@ def shard_file(store, array: str, shard: int) -> str:
     sep = enc.get("separator", "/")
     key = sep.join(["c", str(shard)] + ["0"] * (len(meta["shape"]) - 1))
     return join(store, array, *key.split("/"))
+
+
+def shard_written(store, array: str, shard: int) -> bool:
+    """Whether the file of shard ``shard`` of ``array`` exists (zarr writes none for a shard
+    holding only the fill value)."""
+    f = shard_file(store, array, shard)
+    if is_url(f):
+        fs, p = _fs(f)
+        return fs.exists(p)
+    return Path(f).is_file()
 
 
 def shard_checksums(store, arrays: list[str], shard: int) -> dict[str, str | None]:
