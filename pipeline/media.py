@@ -192,11 +192,17 @@ def probe(path) -> MediaInfo:
         raise
 
 
+def in_process_audio(path) -> bool:
+    """Whether ``path`` is read (and probed) by libsndfile in this process, not by ffmpeg, judging
+    by its name (a file libsndfile then refuses still falls back to ffmpeg)."""
+    return Path(path).suffix.lower() in SNDFILE_SUFFIXES and os.environ.get("AVDD_AUDIO_READER") != "ffmpeg"
+
+
 def _soundfile(path: Path):
     """``soundfile.info`` of a file read in-process, or None (another format, more than two
     channels, empty, or a file libsndfile refuses: those take the ffmpeg path, whose errors
     name the reason)."""
-    if path.suffix.lower() not in SNDFILE_SUFFIXES or os.environ.get("AVDD_AUDIO_READER") == "ffmpeg":
+    if not in_process_audio(path):
         return None
     import soundfile as sf
 
