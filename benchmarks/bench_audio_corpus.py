@@ -9,7 +9,9 @@ soundfile + soxr in-process):
     avdd-data extract M.jsonl --store S.zarr           (local Dask cluster, default workers)
     avdd-data build-shards --store S.zarr --out X.zarr --pairs own
 
-and checks that the two manifests are identical and the two stores' audio equal.
+and checks that the two manifests are identical and the two stores' audio equal. The in-process
+reader, a few seconds a stage, runs ``--repeat`` times (median): a single run of it varies by
+more than the baseline's, whose stages take minutes.
 
     python benchmarks/bench_audio_corpus.py --items 400 1600 [--baseline OLD_TREE]
 
@@ -50,6 +52,19 @@ def timed(cmd: list[str], env: dict, cwd: Path | None = None) -> float:
     return time.perf_counter() - t
 
 
+def run_median(corpus: Path, work: Path, reader: str, repeat: int) -> dict:
+    """:func:`run` ``repeat`` times into fresh outputs; the median time of each stage."""
+    runs = []
+    for k in range(repeat):
+        for leftover in work.glob(f"{reader}.*"):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        runs.append(run(corpus, work, reader))
+    out = dict(runs[-1])
+    for stage in ("manifest", "extract", "build-shards"):
+        out[stage] = float(np.median([r[stage] for r in runs]))
+    return out
+
+
 def run(corpus: Path, work: Path, reader: str, tree: Path | None = None) -> dict:
     env = dict(os.environ)
     if reader == "ffmpeg":
@@ -77,6 +92,8 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path,
                     help="Also run the source tree of another avdd version (e.g. a worktree of the commit before "
                          "this work) with its own audio path, and give the speed-up against it.")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="Runs of the in-process reader (each into fresh outputs); its median is reported.")
     args = ap.parse_args()
     base = " baseline tree (s) |" if args.baseline else ""
     print(f"| items | stage |{base} ffmpeg per file (s) | in-process (s) | speed-up |")
@@ -86,7 +103,7 @@ def main() -> None:
         try:
             make_corpus(Path(args.data), tmp / "corpus", n)
             old = run(tmp / "corpus", tmp / "old", "baseline", args.baseline) if args.baseline else None
-            slow, fast = run(tmp / "corpus", tmp, "ffmpeg"), run(tmp / "corpus", tmp, "soundfile")
+            slow, fast = run(tmp / "corpus", tmp, "ffmpeg"), run_median(tmp / "corpus", tmp, "soundfile", args.repeat)
             assert slow["rows"] == fast["rows"], "manifests differ"
             if old is not None:  # the baseline does not record file sizes: the rest must be equal
                 strip = lambda rows: [{**r, "extra": {k: v for k, v in r["extra"].items() if k != "bytes"}}
