@@ -23,6 +23,7 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps (GAN: generator steps)
     batch_size: int = 4  # segments per step
     segment_samples: int = 8192  # samples per segment at the vocoder's rate (rounded down to a hop multiple)
+    silence_db: float = 20.0  # redraw segments this far below their utterance's RMS (0: keep every draw)
     lr: float = 1e-4  # generator / model learning rate
     lr_d: float = 5e-5  # discriminator learning rate (GAN vocoders)
     optimizer: str = "adam"  # "adam" or "radam" (ParallelWaveGAN)

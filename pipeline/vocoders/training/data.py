@@ -96,9 +96,17 @@ def split(names: list[str], n_val: int, seed: int) -> tuple[list[str], list[str]
 
 class SegmentSampler:
     """Random fixed-length segments of the training utterances, length-weighted; utterances
-    shorter than a segment are zero-padded at the end. ``state``/``load_state``: the generator."""
+    shorter than a segment are zero-padded at the end. ``state``/``load_state``: the generator.
 
-    def __init__(self, utterances: list[Utterance], segment: int, seed: int):
+    A segment whose RMS is more than ``silence_db`` below its utterance's RMS is drawn again (up
+    to ``MAX_DRAWS`` times, then kept): corpora with pauses between words (read letters,
+    conversational speech) otherwise give batches of near-silence, whose spectral convergence
+    ``||S - S'|| / ||S||`` divides by almost nothing and swamps the gradient of the batches that
+    hold speech. ``silence_db`` 0 or below turns the check off."""
+
+    MAX_DRAWS = 10
+
+    def __init__(self, utterances: list[Utterance], segment: int, seed: int, silence_db: float = 20.0):
         if not utterances:
             raise ValueError("No training utterances")
         self.audio = [u.audio for u in utterances]
@@ -106,14 +114,24 @@ class SegmentSampler:
         lengths = np.array([max(len(a) - segment, 0) + 1 for a in self.audio], dtype=np.float64)
         self.p = lengths / lengths.sum()
         self.rng = np.random.default_rng(seed)
+        ratio = 10 ** (-silence_db / 20) if silence_db > 0 else 0.0
+        self.floor = [ratio * float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) for a in self.audio]
+
+    def _draw(self) -> np.ndarray:
+        for _ in range(self.MAX_DRAWS):
+            i = int(self.rng.choice(len(self.audio), p=self.p))
+            a = self.audio[i]
+            start = int(self.rng.integers(0, max(len(a) - self.segment, 0) + 1))
+            piece = a[start : start + self.segment]
+            if np.sqrt(np.mean(np.square(piece, dtype=np.float64))) >= self.floor[i]:
+                break
+        return piece
 
     def batch(self, batch_size: int) -> torch.Tensor:
         """(batch_size, segment) float32."""
         out = np.zeros((batch_size, self.segment), np.float32)
         for b in range(batch_size):
-            a = self.audio[int(self.rng.choice(len(self.audio), p=self.p))]
-            start = int(self.rng.integers(0, max(len(a) - self.segment, 0) + 1))
-            piece = a[start : start + self.segment]
+            piece = self._draw()
             out[b, : len(piece)] = piece
         return torch.from_numpy(out)
 

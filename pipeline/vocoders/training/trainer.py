@@ -170,7 +170,8 @@ class Trainer:
         self.run_cfg.mel = dataclasses.asdict(voc.mel)
         self.voc = voc
         self.objective = self.objective_cls(voc, cfg)
-        self.sampler = SegmentSampler(train, self.objective.segment_length(cfg.segment_samples), cfg.seed)
+        self.sampler = SegmentSampler(train, self.objective.segment_length(cfg.segment_samples), cfg.seed,
+                                      cfg.silence_db)
         self.data_info = {"train": train_names, "val": val_names,
                           "train_seconds": round(total_seconds(train, voc.sample_rate), 2)}
         self.out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import torch
 from pipeline.vocoders import get_vocoder_class, load_vocoder
 from pipeline.vocoders.training import TRAINABLE, get_objective
 from pipeline.vocoders.training.config import TrainConfig
-from pipeline.vocoders.training.data import split
+from pipeline.vocoders.training.data import SegmentSampler, Utterance, split
 from pipeline.vocoders.training.trainer import Source, Trainer
 
 from .conftest import one_thread  # noqa: F401
@@ -177,6 +177,23 @@ def test_split_holds_out_whole_files():
     assert split(names, 2, seed=0) == (train, val)
     with pytest.raises(ValueError, match="more than n_val"):
         split(names[:2], 2, seed=0)
+
+
+def test_sampler_redraws_near_silent_segments(sample_data):
+    """Real speech between long pauses: with the silence check, the drawn segments hold speech
+    (within 20 dB of the utterance's RMS) far more often than uniform draws do."""
+    speech, sr = sf.read(sample_data / "speech" / "psphinx_goforward.wav", dtype="float32")
+    assert sr == 16000
+    pause = np.zeros(len(speech), np.float32)
+    audio = np.concatenate([pause, speech, pause])
+    floor = 0.1 * np.sqrt(np.mean(audio.astype(np.float64) ** 2))
+
+    def loud_share(silence_db: float) -> float:
+        batch = SegmentSampler([Utterance("u", audio)], 4096, seed=0, silence_db=silence_db).batch(200).numpy()
+        return float((np.sqrt((batch.astype(np.float64) ** 2).mean(axis=1)) >= floor).mean())
+
+    uniform, checked = loud_share(0.0), loud_share(20.0)
+    assert uniform < 0.5 and checked > 0.9, (uniform, checked)
 
 
 def test_real_speech_run_learns(tmp_path, sample_data):
