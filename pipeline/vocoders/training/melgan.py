@@ -88,11 +88,14 @@ class MelGANObjective(GANObjective):
                 max_steps=400_000, disc_start=100_000, batch_size=16, segment_samples=8192, lr=1e-4, lr_d=1e-4,
                 betas=(0.5, 0.9), lambda_adv=4.0, lambda_fm=10.0, validate_every=5000,
                 discriminator=asdict(MelGANDiscriminatorConfig()))
-        # tiny: a narrow generator (ngf 8, 2 residual units per stage) and a small discriminator;
-        # warm-up scaled as the releases' (discriminator from a quarter of the steps).
+        # tiny: a narrow generator (ngf 8, 2 residual units per stage) and a small discriminator,
+        # about 15 minutes on one idle CPU core (benchmarks/train_vocoders.md). Generator-only for
+        # half the run: started at a quarter (step 250) with the release's lambda_adv 4 and a
+        # discriminator rate of 3e-4, the tiny generator collapsed to silence; lambda_adv 1 and
+        # 1e-4 from step 3000 trained without collapse.
         return asdict(MelGANConfig(ngf=8, n_residual_layers=2)), dict(
-            max_steps=1000, disc_start=250, batch_size=2, segment_samples=8192, lr=3e-3, lr_d=3e-4,
-            betas=(0.5, 0.9), lambda_adv=4.0, lambda_fm=10.0, validate_every=250,
+            max_steps=6000, disc_start=3000, batch_size=2, segment_samples=8192, lr=3e-3, lr_d=1e-4,
+            betas=(0.5, 0.9), lambda_adv=1.0, lambda_fm=10.0, validate_every=1000,
             discriminator=asdict(MelGANDiscriminatorConfig(num_D=2, ndf=4, n_layers=3)))
 
     def build_discriminator(self, params: dict) -> nn.Module:
