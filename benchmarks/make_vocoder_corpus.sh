@@ -7,7 +7,7 @@
 set -euo pipefail
 out=${1:?usage: make_vocoder_corpus.sh OUT_DIR}
 data=${AVDD_SAMPLE_DATA:-../shared/data}
-ff=$(python -c "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())")
+ff=$(python -c "from pipeline.media import ffmpeg_exe; print(ffmpeg_exe())")  # the binary the stages use
 mkdir -p "$out"
 cp "$data"/speech/*.wav "$out"/
 for v in dfdc_real:dfdc/dfdc_sample_real/lynaeydofd.mp4 hdtf:talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4 \

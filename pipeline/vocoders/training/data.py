@@ -94,6 +94,10 @@ def split(names: list[str], n_val: int, seed: int) -> tuple[list[str], list[str]
     return sorted(shuffled[: len(names) - n_val]), sorted(shuffled[len(names) - n_val :])
 
 
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 class SegmentSampler:
     """Random fixed-length segments of the training utterances, length-weighted; utterances
     shorter than a segment are zero-padded at the end. ``state``/``load_state``: the generator.
@@ -106,7 +110,7 @@ class SegmentSampler:
 
     MAX_DRAWS = 10
 
-    def __init__(self, utterances: list[Utterance], segment: int, seed: int, silence_db: float = 20.0):
+    def __init__(self, utterances: list[Utterance], segment: int, seed: int, silence_db: float):
         if not utterances:
             raise ValueError("No training utterances")
         self.audio = [u.audio for u in utterances]
@@ -115,7 +119,7 @@ class SegmentSampler:
         self.p = lengths / lengths.sum()
         self.rng = np.random.default_rng(seed)
         ratio = 10 ** (-silence_db / 20) if silence_db > 0 else 0.0
-        self.floor = [ratio * float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) for a in self.audio]
+        self.floor = [ratio * _rms(a) for a in self.audio]
 
     def _draw(self) -> np.ndarray:
         for _ in range(self.MAX_DRAWS):
@@ -123,7 +127,7 @@ class SegmentSampler:
             a = self.audio[i]
             start = int(self.rng.integers(0, max(len(a) - self.segment, 0) + 1))
             piece = a[start : start + self.segment]
-            if np.sqrt(np.mean(np.square(piece, dtype=np.float64))) >= self.floor[i]:
+            if _rms(piece) >= self.floor[i]:
                 break
         return piece
 
