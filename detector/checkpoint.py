@@ -44,6 +44,13 @@ def data_rates(info: dict) -> dict:
     return {k: info.get(k) for k in RATES}
 
 
+def clip_grid(model) -> dict:
+    """``fps`` and ``frames_per_clip`` of the model's training data (for extracting raw files on
+    the same clip grid); empty for a model without recorded rates."""
+    rates = getattr(model, "data_rates", None) or {}
+    return {k: rates[k] for k in ("fps", "frames_per_clip") if rates.get(k) is not None}
+
+
 def check_rates(model, info: dict, shards) -> None:
     """Refuse shards whose fps, sample rate or clip length differ from the model's training data
     (models without recorded rates, e.g. from older checkpoints, are not checked)."""

@@ -90,7 +90,7 @@ def train_main(shards, model, out, config_path, preset, resume, device, epochs, 
 @click.option("--robustness", is_flag=True, help="Re-evaluate with noise, JPEG and video compression (p = 0.5).")
 @click.option("--holdout-category", help="Evaluate the shards' holdout split (this category) as unseen.")
 @click.option("--visualize", type=int, default=0, help="Write visualizations of N samples.")
-@click.option("--clips-per-item", type=int, default=4, show_default=True, help="With --manifest: clips per file.")
+@click.option("--clips-per-item", type=int, default=4, show_default=True, help="With --manifest: clips per video (an audio file gives every clip).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robustness corruptions.")
@@ -103,7 +103,7 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 
     from pipeline.prepare import PrepareConfig, PrepareError, prepare_manifest
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import clip_grid, load_checkpoint
     from .evaluate import eval_dataset, evaluate_shards
     from .report import write_report
 
@@ -113,7 +113,7 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
         model, cfg = load_checkpoint(checkpoint, device)
         excluded = []
         if manifest:
-            prep = PrepareConfig(clips_per_item, workers=workers, scheduler=scheduler, cluster=cluster,
+            prep = PrepareConfig(clips_per_item, **clip_grid(model), workers=workers, scheduler=scheduler, cluster=cluster,
                                  cluster_config=cluster_config)
             prepared = prepare_manifest(manifest, Path(out) / "_data", root, prep)
             shards, excluded = prepared.shards, prepared.excluded()
@@ -148,7 +148,7 @@ def eval_main(checkpoint, shards, manifest, root, out, splits, mode, robustness,
 @click.option("--mode", type=click.Choice([m.replace("_", "-") for m in all_modes()]),
               help="Score to decide on (default: sync for av models, the head for the others).")
 @click.option("--json", "as_json", is_flag=True, help="Print the documented JSON (see detector/inference.py).")
-@click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per file (at most).")
+@click.option("--clips", type=int, default=4, show_default=True, help="Clips scored per video (at most); an audio file is scored from all of its clips.")
 @click.option("--threshold", type=float, default=0.5, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @prepare_options(workers_default=0)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import check_rates, load_checkpoint
+from .checkpoint import check_rates, clip_grid, load_checkpoint
 from .data import ShardDataset
 from .evaluate import eval_dataset
 from .scoring import mode_scores, score
@@ -59,6 +59,7 @@ def detect(paths, checkpoint, mode: str | None = None, device: str = "cpu", clip
         raise FileNotFoundError(f"No media files in {', '.join(map(str, paths))}")
     with tempfile.TemporaryDirectory(prefix="avdd-detect-") as tmp:
         prepared = prepare_files(files, work_dir or tmp, PrepareConfig(clips_per_item=clips_per_file,
+                                                                       **clip_grid(model),
                                                                        modalities=type(model).modalities,
                                                                        workers=workers, scheduler=scheduler,
                                                                        cluster=cluster,

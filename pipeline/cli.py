@@ -210,8 +210,17 @@ def extract_options(fn):
     fn = stage_run_options("Delete a store made with another config and start again.")(fn)
     opts = [
         click.option("--fps", type=float, default=25.0, show_default=True, help="Frame grid."),
-        click.option("--frames-per-clip", type=int, default=32, show_default=True),
-        click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per item."),
+        click.option("--frames-per-clip", type=int, default=32, show_default=True,
+                     help="Clip length in grid frames (32 at 25 fps: 1.28 s)."),
+        click.option("--clip-seconds", type=float,
+                     help="Clip length in seconds instead of frames (e.g. 4 for an audio corpus): "
+                          "frames-per-clip = round(seconds x fps)."),
+        click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per video."),
+        click.option("--clips-per-audio", type=int, default=64, show_default=True,
+                     help="An audio-only item gives every clip on the hop grid, up to this many (spread evenly)."),
+        click.option("--audio-hop", type=float,
+                     help="Seconds between the starts of an audio-only item's clips (default: the clip length; "
+                          "shorter hops overlap)."),
         click.option("--items-per-shard", type=int,
                      help="Items per task/shard (default: 4 when the manifest holds videos, 64 for audio only; "
                           "an existing store keeps its own)."),
@@ -231,7 +240,20 @@ def _extract_config(o: dict):
 
     face = FaceConfig(face_size=o["face_size"], mouth_size=o["mouth_size"], detect_every=o["detect_every"],
                       refine_every=o["refine_every"], detect_short_side=o["detect_short_side"], device=o["device"])
-    return ExtractConfig(fps=o["fps"], frames_per_clip=o["frames_per_clip"], clips_per_video=o["clips_per_video"],
+    frames = o["frames_per_clip"]
+    if o.get("clip_seconds") is not None:
+        frames = int(round(o["clip_seconds"] * o["fps"]))
+        if frames < 1:
+            raise click.BadParameter(f"{o['clip_seconds']} s is less than one frame at {o['fps']} fps",
+                                     param_hint="--clip-seconds")
+    hop = 0
+    if o.get("audio_hop") is not None:
+        hop = int(round(o["audio_hop"] * o["fps"]))
+        if hop < 1:
+            raise click.BadParameter(f"{o['audio_hop']} s is less than one frame at {o['fps']} fps",
+                                     param_hint="--audio-hop")
+    return ExtractConfig(fps=o["fps"], frames_per_clip=frames, clips_per_video=o["clips_per_video"],
+                         clips_per_audio=o["clips_per_audio"], audio_hop_frames=hop,
                          items_per_shard=o["items_per_shard"], face=face)
 
 

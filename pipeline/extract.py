@@ -1,8 +1,13 @@
 """Extraction: manifest -> face crops, mouth crops and clip-aligned audio in a zarr store.
 
-Each item (a video or an audio file) gives up to ``clips_per_video`` clips of
-``frames_per_clip`` frames on a fixed ``fps`` grid, spread evenly over the media without
-overlap. A clip starting at grid frame ``k`` covers ``[k / fps, (k + F) / fps)``; its audio is
+Each video gives up to ``clips_per_video`` clips of ``frames_per_clip`` frames on a fixed
+``fps`` grid, spread evenly over the media without overlap. An audio-only item gives every clip
+on a grid of ``audio_hop_frames`` (default: the clip length, so clips touch; shorter hops
+overlap), up to ``clips_per_audio`` (a longer file has that many, spread evenly). Every item of a
+store has the same number of sample slots: the larger of ``clips_per_video`` and the most clips
+an audio-only item of the manifest needs (:func:`clips_per_item`); unused slots are marked so.
+
+A clip starting at grid frame ``k`` covers ``[k / fps, (k + F) / fps)``; its audio is
 exactly ``F / fps * sample_rate`` samples from sample ``k * sample_rate / fps``.
 
 :func:`extract_shard` is the pure per-shard function every worker runs; :func:`extract` plans
@@ -39,6 +44,8 @@ class ExtractConfig:
     fps: float = 25.0  # frames are sampled on this grid
     frames_per_clip: int = 32  # 1.28 s at 25 fps
     clips_per_video: int = 4  # at most; fewer when the media is shorter
+    clips_per_audio: int = 64  # an audio-only item: at most this many clips (else every clip on the hop grid)
+    audio_hop_frames: int = 0  # an audio-only item's clips start every this many grid frames (0: frames_per_clip)
     sample_rate: int = 16000  # audio is mono at this rate
     items_per_shard: int = 4  # a shard (one task) holds the clips of this many items
     decode_short_side: int = 720  # frames are decoded at most this large (short side); 0 = native
@@ -49,8 +56,15 @@ class ExtractConfig:
     def __post_init__(self):
         if isinstance(self.face, dict):
             object.__setattr__(self, "face", FaceConfig(**{**self.face, "thresholds": tuple(self.face["thresholds"])}))
-        if self.frames_per_clip < 1 or self.clips_per_video < 1 or self.items_per_shard < 1:
-            raise ValueError("frames_per_clip, clips_per_video and items_per_shard must be >= 1")
+        if min(self.frames_per_clip, self.clips_per_video, self.clips_per_audio, self.items_per_shard) < 1:
+            raise ValueError("frames_per_clip, clips_per_video, clips_per_audio and items_per_shard must be >= 1")
+        if self.audio_hop_frames < 0:
+            raise ValueError(f"audio_hop_frames must be >= 0 (0: the clip length), not {self.audio_hop_frames}")
+
+    @property
+    def audio_hop(self) -> int:
+        """Grid frames between the starts of an audio-only item's clips."""
+        return self.audio_hop_frames or self.frames_per_clip
 
     @property
     def audio_samples(self) -> int:
@@ -83,6 +97,37 @@ def plan_starts(total_frames: int, frames_per_clip: int, clips: int) -> list[int
     return [int(round(i * span / (n - 1))) for i in range(n)]
 
 
+def plan_audio_starts(total_frames: int, frames_per_clip: int, hop: int, clips: int) -> list[int]:
+    """Start frames of every clip on a grid of ``hop`` frames from 0 that fits in
+    ``total_frames``; when there are more than ``clips``, ``clips`` spread evenly instead (first
+    at 0, last ending at the end, further apart than ``hop``)."""
+    if total_frames < frames_per_clip:
+        return []
+    n = (total_frames - frames_per_clip) // hop + 1
+    if n <= clips:
+        return [i * hop for i in range(n)]
+    if clips == 1:
+        return [(total_frames - frames_per_clip) // 2]
+    span = total_frames - frames_per_clip  # more than (clips - 1) hops: spread, further apart than the hop
+    return [int(round(i * span / (clips - 1))) for i in range(clips)]
+
+
+def clips_per_item(rows: list[ManifestRow], cfg: ExtractConfig) -> int:
+    """Sample slots per item of a store: ``clips_per_video``, or more when an audio-only item of
+    ``rows`` has more clips: by its duration as the manifest recorded it (the recipes' probe), or
+    ``clips_per_audio`` for an item without one (files are not probed twice)."""
+    slots = cfg.clips_per_video
+    for row in rows:
+        if row.media != "audio":
+            continue
+        duration = (row.extra or {}).get("duration")
+        if duration is None:
+            return max(slots, cfg.clips_per_audio)
+        total = int(np.floor(float(duration) * cfg.fps + 1e-6))
+        slots = max(slots, len(plan_audio_starts(total, cfg.frames_per_clip, cfg.audio_hop, cfg.clips_per_audio)))
+    return slots
+
+
 # ---- one item ------------------------------------------------------------------------------
 
 
@@ -103,8 +148,10 @@ class Clip:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int = 1, allowed=()) -> list[Clip]:
-    """All clips of one item. Raises MediaError when nothing can be taken from it, and
+def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int = 1, allowed=(),
+                 slots: int | None = None) -> list[Clip]:
+    """All clips of one item (at most ``slots``, the store's slots per item; default
+    ``clips_per_video``). Raises MediaError when nothing can be taken from it, and
     ``outside_root`` before opening anything when a path of the row leads out of ``root``
     (absolute audio paths may also lie in the ``allowed`` folders, e.g. an FF++ --audio-dir)."""
     path = inside(root, row.path, allowed)
@@ -129,7 +176,11 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
         if audio is None:
             raise MediaError(path, *(audio_failure or ("no_audio", "")))
         total = int(len(audio) * cfg.fps / cfg.sample_rate + 1e-9)  # grid frames the audio covers
-        starts = plan_starts(total, cfg.frames_per_clip, cfg.clips_per_video)
+        if row.media == "audio":
+            cap = min(cfg.clips_per_audio, slots or cfg.clips_per_audio)
+            starts = plan_audio_starts(total, cfg.frames_per_clip, cfg.audio_hop, cap)
+        else:
+            starts = plan_starts(total, cfg.frames_per_clip, cfg.clips_per_video)
         if not starts:
             raise MediaError(path, "too_short", f"{len(audio) / cfg.sample_rate:.2f} s < one clip")
         clips = [Clip(start_frame=s) for s in starts]
@@ -199,7 +250,7 @@ def _buffers(n: int, cfg: ExtractConfig) -> dict[str, np.ndarray]:
 
 
 def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: str, threads: int = 1,
-                  allowed: tuple = ()) -> dict:
+                  allowed: tuple = (), slots: int | None = None) -> dict:
     """Extract the items of one shard and write the shard whole, then its done-marker.
 
     The shard's manifest rows are read from the store (``items/row``). A valid marker means
@@ -209,7 +260,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
     if done is not None:
         return {**done["counts"], "skipped": True}
     cfg = ExtractConfig(**config)
-    C = cfg.clips_per_video
+    C = slots or cfg.clips_per_video  # sample slots per item (the plan's clips_per_item)
     lo = shard * cfg.items_per_shard * C
     first = shard * cfg.items_per_shard
     rows = [json.loads(r) for r in st.open_root(store)["items/row"][first : first + cfg.items_per_shard]]
@@ -222,7 +273,7 @@ def extract_shard(shard: int, store: str, root: str, config: dict, stage_hash: s
         row = ManifestRow.from_dict(d)
         item = shard * cfg.items_per_shard + j
         try:
-            clips = extract_item(row, Path(root), cfg, threads, allowed)
+            clips = extract_item(row, Path(root), cfg, threads, allowed, C)
         except MediaError as e:
             _fail_item(buf, failures, j, C, lo, item, row, e.reason, e.detail)
             continue
@@ -299,18 +350,19 @@ def prepare_store(store, rows: list[ManifestRow], cfg: ExtractConfig, overwrite:
                   root: str | None = None) -> dict:
     """Create the store's arrays with their final shapes (or check an existing store was made
     with the same config and manifest). Returns the plan stored in the store's attributes."""
+    C = clips_per_item(rows, cfg)
     plan = {
         "config": cfg.to_dict(),
         "config_hash": st.config_hash(cfg.hashed()),
         "manifest_hash": st.config_hash([r.to_dict() for r in rows]),
         "n_items": len(rows),
-        "clips_per_item": cfg.clips_per_video,
-        "n_samples": len(rows) * cfg.clips_per_video,
-        "shard_size": cfg.items_per_shard * cfg.clips_per_video,
+        "clips_per_item": C,
+        "n_samples": len(rows) * C,
+        "shard_size": cfg.items_per_shard * C,
         "root": str(root) if root else None,  # the corpus the rows' paths are relative to (not hashed)
     }
     plan["n_shards"] = -(-plan["n_samples"] // plan["shard_size"])
-    plan["stage_hash"] = st.config_hash([plan["config_hash"], plan["manifest_hash"], st.FORMAT_VERSION])
+    plan["stage_hash"] = st.config_hash([plan["config_hash"], plan["manifest_hash"], C, st.FORMAT_VERSION])
     existing = _existing_plan(store)
     if existing is not None and not overwrite:
         if existing["stage_hash"] == plan["stage_hash"]:
@@ -358,7 +410,7 @@ def _create_arrays(store, rows: list[ManifestRow], cfg: ExtractConfig, plan: dic
     N, K = plan["n_samples"], plan["shard_size"]
     for spec in _specs(cfg):
         spec.create(root, N, K)
-    C = cfg.clips_per_video
+    C = plan["clips_per_item"]
     rep = lambda values: np.repeat(np.asarray(values), C)  # noqa: E731  item -> its C samples
     items = root.create_array("items/row", shape=(len(rows),), chunks=(max(1, min(len(rows), 4096)),), dtype=str)
     if rows:
@@ -407,13 +459,14 @@ def extract(manifest, store, root=None, config: ExtractConfig | None = None, cli
     cfg = config or ExtractConfig()
     rows = read_manifest(manifest)
     root = manifest_root(manifest, root)
+    allowed = tuple(manifest_allowed_roots(manifest))
     plan = prepare_store(store, rows, cfg, overwrite=overwrite, root=root)
     all_shards = range(plan["n_shards"])
     todo = [s for s in all_shards if st.valid_marker(store, STAGE, OUTPUT, s, plan["stage_hash"]) is None]
     where = where or Placement(client, scheduler, workers, threads)
     fn = functools.partial(extract_shard, store=st.location(store), root=str(root),
                            config=cfg.to_dict(), stage_hash=plan["stage_hash"], threads=where.task_threads(),
-                           allowed=tuple(manifest_allowed_roots(manifest)))
+                           allowed=allowed, slots=plan["clips_per_item"])
     run = run_stage(fn, todo, where, "extract", progress, gpu=cfg.face.device.startswith("cuda"))
     return summarize(store, plan, skipped=len(all_shards) - len(todo), run=run)
 

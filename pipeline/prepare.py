@@ -34,7 +34,11 @@ class PrepareConfig:
     ``cluster_config`` (see :mod:`pipeline.jobqueue`). Remote workers must see the files and
     the work directory at the same paths."""
 
-    clips_per_item: int = 4
+    clips_per_item: int = 4  # clips per video; an audio-only file gives every clip (up to clips_per_audio)
+    # the clip grid of the detector's training data (its checkpoint's rates); None: the extract defaults
+    fps: float | None = None
+    frames_per_clip: int | None = None
+    clips_per_audio: int = 64
     modalities: tuple[str, ...] = ("video", "audio")
     workers: int | None = 0
     progress: bool = False
@@ -103,7 +107,9 @@ def prepare_manifest(manifest, work_dir, root=None, config: PrepareConfig | None
     work.mkdir(parents=True, exist_ok=True)
     store, shards = work / "store.zarr", work / "shards.zarr"
     try:
-        summary = extract(manifest, store, root=root, config=ExtractConfig(clips_per_video=cfg.clips_per_item),
+        grid = {k: v for k, v in (("fps", cfg.fps), ("frames_per_clip", cfg.frames_per_clip)) if v is not None}
+        extract_cfg = ExtractConfig(clips_per_video=cfg.clips_per_item, clips_per_audio=cfg.clips_per_audio, **grid)
+        summary = extract(manifest, store, root=root, config=extract_cfg,
                           where=cfg.placement(), progress=cfg.progress)
     except StoreMismatch as e:
         raise PrepareError(f"{store}: {e}") from e

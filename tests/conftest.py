@@ -107,5 +107,5 @@ def six_videos_store(sample_data, tmp_path_factory):
     manifest = tmp / "all.jsonl"
     merge_manifests(parts, manifest)
     store = tmp / "six.zarr"
-    summary = extract(manifest, store, config=ExtractConfig(clips_per_video=2), workers=0, progress=False)
+    summary = extract(manifest, store, config=ExtractConfig(clips_per_video=2, clips_per_audio=2), workers=0, progress=False)
     return store, summary, sample_data

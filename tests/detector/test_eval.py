@@ -297,5 +297,6 @@ def test_detect_on_a_dask_scheduler_scores_as_in_process(audio_checkpoint, sampl
     a, b = json.loads(local.output)["files"], json.loads(remote.output)["files"]
     assert [f["path"] for f in a] == [f["path"] for f in b]
     for x, y in zip(a, b):
-        assert x["p_audio_fake"] == pytest.approx(y["p_audio_fake"], abs=1e-6) and x["clips"] == y["clips"] == 2
+        # an audio file is scored from all of its clips (--clips counts those of a video)
+        assert x["p_audio_fake"] == pytest.approx(y["p_audio_fake"], abs=1e-6) and x["clips"] == y["clips"] >= 2
     assert (tmp_path / "work" / "extract" / "store.zarr").is_dir()

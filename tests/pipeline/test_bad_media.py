@@ -17,7 +17,7 @@ from pipeline.cli import main
 from tests.conftest import ffmpeg, write_unreadable_media
 
 pytestmark = pytest.mark.slow  # ~3-5 min on a shared 2-core machine
-ARGS = ["--workers", "0", "--threads", "1", "--frames-per-clip", "8", "--clips-per-video", "1",
+ARGS = ["--workers", "0", "--threads", "1", "--frames-per-clip", "8", "--clips-per-video", "1", "--clips-per-audio", "1",
         "--items-per-shard", "1", "--detect-every", "8", "--no-progress"]
 TALKING = "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4"
 SPEECH = "speech/psphinx_numbers.wav"

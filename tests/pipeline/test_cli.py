@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline.cli import main
 
-SMALL = ["--workers", "0", "--clips-per-video", "2", "--frames-per-clip", "16", "--no-progress"]
+SMALL = ["--workers", "0", "--clips-per-video", "2", "--clips-per-audio", "2", "--frames-per-clip", "16", "--no-progress"]
 
 
 def run(*args):
@@ -75,7 +75,7 @@ def test_run_inspect_and_refused_config_change(sample_data, tmp_path):
     assert "convert world: 0 shard(s) now, 1 already done" in r.output
 
     r = run("extract", tmp_path / "out" / "talking.manifest.jsonl", "--store", store, "--workers", "0",
-            "--frames-per-clip", "8", "--clips-per-video", "2", "--no-progress")
+            "--frames-per-clip", "8", "--clips-per-video", "2", "--clips-per-audio", "2", "--no-progress")
     assert r.exit_code == 2 and "frames_per_clip: 16 -> 8" in r.output and "--overwrite" in r.output
 
 

@@ -14,7 +14,7 @@ from pipeline.manifest import write_manifest
 from pipeline.quality import envelope_correlation
 from pipeline.recipes import prepare
 
-CFG = ExtractConfig(clips_per_video=2, items_per_shard=2)
+CFG = ExtractConfig(clips_per_video=2, clips_per_audio=2, items_per_shard=2)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pipeline.cli import main
 
 pytestmark = pytest.mark.slow  # three local clusters: about a minute on 2 cores
 
-EXTRACT = ["--frames-per-clip", "8", "--clips-per-video", "2", "--items-per-shard", "1", "--detect-every", "8",
+EXTRACT = ["--frames-per-clip", "8", "--clips-per-video", "2", "--clips-per-audio", "2", "--items-per-shard", "1", "--detect-every", "8",
            "--no-progress"]
 
 

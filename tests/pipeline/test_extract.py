@@ -1,5 +1,6 @@
 """The extract stage end to end on real media (plus one real face with synthetic timing)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -7,14 +8,14 @@ import pytest
 import zarr
 
 from pipeline import store as st
-from pipeline.extract import ExtractConfig, extract, plan_starts
+from pipeline.extract import ExtractConfig, extract, plan_audio_starts, plan_starts
 from pipeline.faces import FaceConfig
 from pipeline.inspect import inspect_store
 from pipeline.manifest import ManifestRow, RecipeResult, write_manifest
 from pipeline.media import read_audio
 from tests.conftest import ffmpeg
 
-CFG = ExtractConfig(frames_per_clip=25, clips_per_video=3, items_per_shard=2, face=FaceConfig(detect_every=2))
+CFG = ExtractConfig(frames_per_clip=25, clips_per_video=3, clips_per_audio=3, items_per_shard=2, face=FaceConfig(detect_every=2))
 FLASHES = (2.8, 5.4)  # seconds: face brightened and a tone starts, 0.2 s each
 
 
@@ -216,7 +217,7 @@ def test_extract_reads_the_probe_the_manifest_recorded_and_probes_a_changed_file
     probed = []
     real_probe = ex.probe
     monkeypatch.setattr(ex, "probe", lambda p: probed.append(p.name) or real_probe(p))
-    cfg = ExtractConfig(frames_per_clip=8, clips_per_video=2, face=FaceConfig(detect_every=8))
+    cfg = ExtractConfig(frames_per_clip=8, clips_per_video=2, clips_per_audio=2, face=FaceConfig(detect_every=8))
 
     extract(manifest, tmp_path / "recorded.zarr", config=cfg, workers=0, progress=False)
     assert probed == []
@@ -238,3 +239,44 @@ def test_extract_reads_the_probe_the_manifest_recorded_and_probes_a_changed_file
     c = zarr.open_group(str(tmp_path / "changed.zarr"), mode="r")
     ids = list(c["meta/id"][:])
     np.testing.assert_array_equal(c["audio/real"][ids.index("b")], c["audio/real"][ids.index("a")])
+
+
+def test_plan_audio_starts_takes_every_clip_on_the_hop_grid():
+    assert plan_audio_starts(100, 25, 25, 64) == [0, 25, 50, 75]  # clips touch
+    assert plan_audio_starts(100, 25, 10, 64) == [0, 10, 20, 30, 40, 50, 60, 70]  # overlap
+    assert plan_audio_starts(100, 25, 10, 3) == [0, 38, 75]  # capped: spread over the file
+    assert plan_audio_starts(20, 25, 10, 64) == []
+
+
+def test_an_audio_file_gives_every_clip_with_a_hop_and_video_items_keep_their_count(sample_data, tmp_path):
+    """Real speech beside a real video: the speech gives every overlapping clip of its hop
+    grid (more than the video's clips_per_video), each the exact span of the file; the store's
+    slots per item follow the longest audio item; the video's extra slots are unused."""
+    shutil.copy(sample_data / "speech/psphinx_numbers.wav", tmp_path / "speech.wav")
+    shutil.copy(sample_data / "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4", tmp_path / "talk.mp4")
+    from pipeline.recipes import prepare
+
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(prepare("folder", tmp_path, default_label="real"), manifest, "folder", tmp_path)
+    cfg = ExtractConfig(frames_per_clip=50, audio_hop_frames=20, clips_per_video=2, items_per_shard=1,
+                        face=FaceConfig(detect_every=8))
+    store = tmp_path / "s.zarr"
+    extract(manifest, store, config=cfg, workers=0, progress=False)
+    audio = read_audio(tmp_path / "speech.wav", 16000)
+    total = int(len(audio) * 25 / 16000)
+    expected = list(range(0, total - 50 + 1, 20))
+    assert len(expected) > 2
+    g = zarr.open_group(str(store), mode="r")
+    plan = st.store_attrs(store)["stages"]["extract"]
+    C = plan["clips_per_item"]
+    assert C == len(expected) and plan["n_samples"] == 2 * C
+    item, status = g["meta/item"][:], g["meta/status"][:]
+    order = [json.loads(r)["path"] for r in g["items/row"][:]]
+    if order[0] != "speech.wav":
+        item = 1 - item
+    speech = np.flatnonzero((item == 0) & (status == st.STATUS["ok"]))
+    assert g["meta/start_frame"][:][speech].tolist() == expected
+    for i, k in zip(speech, expected):  # each clip is its 2 s of the file, 0.8 s after the last
+        np.testing.assert_array_equal(g["audio/real"][i], audio[k * 640 : k * 640 + 32000])
+    video_ok = np.flatnonzero((item == 1) & (status <= st.STATUS["partial"]))
+    assert len(video_ok) == 2 and (status[item == 1] == st.STATUS["unused"]).sum() == C - 2

@@ -24,7 +24,7 @@ from pipeline.faults import EXIT_CODE
 from pipeline.verify import verify
 
 SHARDS = 4  # one item per shard: a talking-head video and three speech files
-ARGS = ["--workers", "0", "--threads", "1", "--frames-per-clip", "8", "--clips-per-video", "2",
+ARGS = ["--workers", "0", "--threads", "1", "--frames-per-clip", "8", "--clips-per-video", "2", "--clips-per-audio", "2",
         "--items-per-shard", "1", "--detect-every", "8", "--no-progress"]
 ARRAYS = [spec.name for spec in st.extract_specs(1, 1, 1, 1)]  # every array extract writes
 

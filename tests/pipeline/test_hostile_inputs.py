@@ -20,7 +20,7 @@ from pipeline.manifest import ManifestRow, read_manifest
 from pipeline.paths import inside
 
 SPEECH = "speech/psphinx_numbers.wav"
-ARGS = ["--workers", "0", "--frames-per-clip", "8", "--clips-per-video", "1", "--no-progress"]
+ARGS = ["--workers", "0", "--frames-per-clip", "8", "--clips-per-video", "1", "--clips-per-audio", "1", "--no-progress"]
 
 
 def _row(id, path, **kw):

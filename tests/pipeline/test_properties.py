@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.extract import ExtractConfig, plan_starts, prepare_store
+from pipeline.extract import ExtractConfig, plan_audio_starts, plan_starts, prepare_store
 from pipeline.manifest import ManifestRow, read_manifest
 from pipeline.splits import SPLITS, assign_splits
 
@@ -87,10 +87,21 @@ def test_clips_are_inside_the_media_and_do_not_overlap(total, frames, clips):
     assert all(b - a >= frames for a, b in zip(starts, starts[1:]))
 
 
+@SETTINGS
+@given(st.integers(0, 2000), st.integers(1, 64), st.integers(1, 64), st.integers(1, 80))
+def test_audio_clips_are_inside_the_media_on_the_hop_grid(total, frames, hop, clips):
+    starts = plan_audio_starts(total, frames, hop, clips)
+    every = (total - frames) // hop + 1 if total >= frames else 0
+    assert len(starts) == min(clips, every)
+    assert all(0 <= s and s + frames <= total for s in starts)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(g == hop for g in gaps) if every <= clips else all(g >= hop for g in gaps)  # every clip, or spread
+
+
 @settings(max_examples=8, deadline=None)
 @given(st.integers(0, 9), st.integers(1, 4), st.integers(1, 3))
 def test_shards_tile_the_sample_axis(n_items, per_shard, clips):
-    cfg = ExtractConfig(items_per_shard=per_shard, clips_per_video=clips)
+    cfg = ExtractConfig(items_per_shard=per_shard, clips_per_video=clips, clips_per_audio=clips)
     items = [ManifestRow(id=f"i{k}", path=f"{k}.wav", media="audio") for k in range(n_items)]
     with tempfile.TemporaryDirectory() as d:
         plan = prepare_store(Path(d) / "s.zarr", items, cfg)

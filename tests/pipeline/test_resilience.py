@@ -12,7 +12,7 @@ from pipeline.faces import FaceConfig
 from pipeline.recipes import prepare
 from pipeline.manifest import write_manifest
 
-CFG = ExtractConfig(frames_per_clip=8, clips_per_video=2, items_per_shard=1, face=FaceConfig(detect_every=4))
+CFG = ExtractConfig(frames_per_clip=8, clips_per_video=2, clips_per_audio=2, items_per_shard=1, face=FaceConfig(detect_every=4))
 ARRAYS = [spec.name for spec in st.extract_specs(1, 1, 1, 1)]  # every array extract writes
 
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from pipeline.jobqueue import JobQueueConfig, job_script, lifetime_args, walltime_seconds
 
-SMALL = ["--clips-per-video", "2", "--frames-per-clip", "16", "--items-per-shard", "1", "--threads", "1",
+SMALL = ["--clips-per-video", "2", "--clips-per-audio", "2", "--frames-per-clip", "16", "--items-per-shard", "1", "--threads", "1",
          "--no-progress"]
 
 

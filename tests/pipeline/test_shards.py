@@ -150,7 +150,7 @@ def test_audio_only_store_gives_audio_only_shards(sample_data, tmp_path):
     manifest = tmp_path / "m.jsonl"
     write_manifest(prepare("folder", corpus, default_label="real"), manifest, "folder", corpus)
     store = tmp_path / "s.zarr"
-    extract(manifest, store, config=ExtractConfig(clips_per_video=2), workers=0, progress=False)
+    extract(manifest, store, config=ExtractConfig(clips_per_video=2, clips_per_audio=2), workers=0, progress=False)
     convert(store, ConvertConfig("griffinlim", options={"n_iter": 4}), workers=0, progress=False)
     result = build_shards(store, tmp_path / "a.zarr", ShardsConfig(pairs=ALL_PAIRS, cache_mel=True), workers=0,
                           progress=False)
@@ -175,7 +175,7 @@ def _speech_shards(sample_data, tmp_path, name, identities: dict[str, str]):
     manifest = tmp_path / f"{name}.jsonl"
     write_manifest(prepare("folder", corpus, labels=labels), manifest, "folder", corpus)
     store = tmp_path / f"{name}.zarr"
-    extract(manifest, store, config=ExtractConfig(clips_per_video=2), workers=0, progress=False)
+    extract(manifest, store, config=ExtractConfig(clips_per_video=2, clips_per_audio=2), workers=0, progress=False)
     out = tmp_path / f"{name}.shards.zarr"
     cfg = ShardsConfig(pairs=PairConfig(pairs=("own",)), split_ratios={"train": 0.4, "val": 0.3, "test": 0.3})
     build_shards(store, out, cfg, workers=0, progress=False)
