@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .models.av import AudioOnly, AVDetector, AVNoAttention, VideoOnly
+from .models.baselines import LfccGmm, LfccLogisticRegression
 from .models.mouth import MouthOnly
 
 # name users type (--model) -> network class
@@ -24,6 +25,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "video": VideoOnly,
     "audio": AudioOnly,
     "mouth": MouthOnly,
+    "lfcc-lr": LfccLogisticRegression,
+    "lfcc-gmm": LfccGmm,
 }
 
 

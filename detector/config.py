@@ -44,6 +44,15 @@ class AudioStreamConfig:
     # zero mean and unit variance over time (cepstral mean/variance normalisation: removes the
     # channel's fixed colouring, a codec's or microphone's, which otherwise passes for a cue)
     mel_norm: str = "instance"
+    # what the ResNet reads (detector/models/audio.py): "logmel" (the shards' cached mel),
+    # "lfcc" (linear-frequency cepstra with deltas: keeps the high bands, where vocoder
+    # artefacts sit), "linear" (log power spectrogram, every FFT bin) or "sinc" (a learned
+    # band-pass filterbank on the raw waveform, RawNet2 / AASIST style)
+    frontend: str = "logmel"
+    n_lfcc: int = 20  # "lfcc": cepstral coefficients (x3 with deltas and double deltas)
+    lfcc_filters: int = 70  # "lfcc": linear-frequency triangular filters
+    sinc_filters: int = 70  # "sinc": band-pass filters
+    sinc_kernel: int = 129  # "sinc": filter length in samples (odd)
 
 
 @dataclass
@@ -61,11 +70,23 @@ class SyncStreamConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """The classic baselines (detector/models/baselines.py) on the audio stream's LFCC settings."""
+
+    gmm_components: int = 512  # per class (ASVspoof 2021's LFCC-GMM baseline uses 512)
+    gmm_iterations: int = 100  # EM iterations at most
+    gmm_frames: int = 100_000  # LFCC frames per class the GMMs are fitted on (drawn at random)
+
+
+@dataclass
 class ModelConfig:
-    name: str = "av"  # a name of detector.builder.MODELS: "av" ({2+1}-stream), "av-noatt", "video", "audio"
+    # a name of detector.builder.MODELS: "av" ({2+1}-stream), "av-noatt", "video", "audio", "mouth",
+    # or a classic audio baseline: "lfcc-lr", "lfcc-gmm"
+    name: str = "av"
     video: VideoStreamConfig = field(default_factory=VideoStreamConfig)
     audio: AudioStreamConfig = field(default_factory=AudioStreamConfig)
     sync: SyncStreamConfig = field(default_factory=SyncStreamConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     crop: int = 112  # face crops are cropped (randomly when training) to this size
     resize: int = 0  # > 0: face crops are first scaled to this size (then cropped); 0: as stored
     loss_weights: dict = field(default_factory=lambda: {"video": 1.0, "audio": 1.0, "sync": 1.0})
@@ -96,7 +117,8 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 3e-4
     weight_decay: float = 0.05
-    warmup_steps: int = 500
+    warmup_steps: int = 500  # at most; never more than warmup_fraction of the run's steps
+    warmup_fraction: float = 0.1
     schedule: str = "cosine"  # "cosine" (with linear warm-up) or "constant"
     clip_grad: float = 1.0
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
@@ -107,7 +129,10 @@ class TrainConfig:
     early_stopping: int = 5
     select_on: str = "auc"  # validation metric of the main output that picks the best checkpoint
     train_split: str = "train"
-    val_split: str = "val"  # "": no validation (best.pt = the last model)
+    # "": no validation (best.pt = the last model). Shards without this split (or with none of
+    # its samples for the model): val_fraction of the training identities are carved out for it
+    val_split: str = "val"
+    val_fraction: float = 0.15
     pairs: tuple[str, ...] = ()  # pair types to train and validate on; empty: all
     max_steps: int = 0  # > 0: stop after this many optimizer steps (tests, smoke runs)
     log_every: int = 10  # steps between CSV log rows
@@ -128,7 +153,9 @@ def tiny(name: str = "av") -> ExperimentConfig:
     video = VideoStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
     audio = AudioStreamConfig(widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), stem_width=8, dropout=0.1)
     sync = SyncStreamConfig(levels=(3, 4), dim=32, heads=2, layers=1, steps=8)
-    model = ModelConfig(name=name, video=video, audio=audio, sync=sync, crop=64, resize=72)  # 128 px: 112 of 128
+    baseline = BaselineConfig(gmm_components=32, gmm_iterations=50, gmm_frames=20_000)
+    model = ModelConfig(name=name, video=video, audio=audio, sync=sync, baseline=baseline, crop=64,
+                        resize=72)  # 128 px: 112 of 128
     train = TrainConfig(epochs=20, batch_size=8, lr=2e-3, weight_decay=0.01, warmup_steps=10, num_workers=0,
                         early_stopping=0, log_every=5)
     return _resolved(ExperimentConfig(model=model, train=train))

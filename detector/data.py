@@ -98,6 +98,21 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def subset(self, keep: np.ndarray, transform=None) -> "ShardDataset":
+        """The samples where the bool mask ``keep`` (one entry per sample) is true, with
+        ``transform`` (None: this dataset's)."""
+        import copy
+
+        keep = np.asarray(keep, bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"subset: expected a mask of {len(self)} samples, found shape {keep.shape}")
+        out = copy.copy(self)
+        out.index = self.index[keep]
+        out.table = {k: v[keep] for k, v in self.table.items()}
+        out.transform = self.transform if transform is None else transform
+        out._root, out._pid = None, None
+        return out
+
     def labels(self, key: str = "sequence_fake") -> np.ndarray:
         """A label of every sample (without reading any media)."""
         return self.table[key].astype(np.float32)

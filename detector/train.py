@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,36 +103,80 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def warmup_steps(cfg, total_steps: int) -> int:
+    """The run's warm-up: ``warmup_steps``, but at most ``warmup_fraction`` of its steps (a
+    short run still reaches its peak rate)."""
+    return max(1, min(cfg.warmup_steps, int(math.ceil(cfg.warmup_fraction * total_steps))))
+
+
 def _schedule(cfg, total_steps: int):
+    warm = warmup_steps(cfg, total_steps)
+
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(1, cfg.warmup_steps)
+        if step < warm:
+            return (step + 1) / warm
         if cfg.schedule == "constant":
             return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        progress = (step - warm) / max(1, total_steps - warm)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
 
-def datasets(shards, cfg: ExperimentConfig) -> tuple[ShardDataset, ShardDataset | None]:
+def carve_validation(ds: ShardDataset, fraction: float, seed: int) -> np.ndarray:
+    """A mask of the samples of ``fraction`` of ``ds``'s identities (at least one, never all),
+    drawn with ``seed``; by source file (group) where the samples have fewer than two
+    identities. Every sample of a chosen identity is in it (a real clip and its conversions
+    stay together). All false when there are fewer than two identities or files."""
+    for key in ("identity", "group"):
+        ids = np.array(ds.strings(key).tolist(), dtype=object)
+        names = sorted(set(ids.tolist()) - {""})
+        if len(names) >= 2:
+            break
+    else:
+        return np.zeros(len(ds), bool)
+    rng = np.random.default_rng(seed)
+    n = min(len(names) - 1, max(1, int(round(fraction * len(names)))))
+    chosen = set(rng.choice(names, size=n, replace=False).tolist())
+    return np.array([i in chosen for i in ids.tolist()], bool)
+
+
+def datasets(shards, cfg: ExperimentConfig, notes: list | None = None) -> tuple[ShardDataset, ShardDataset | None]:
     """The training set (training augmentations) and the validation set (eval transform; None
-    when there is none) of ``cfg`` on ``shards``."""
+    when there is none) of ``cfg`` on ``shards``. Shards without samples of the validation
+    split get one carved from the training identities (:func:`carve_validation`), said on
+    stderr and appended to ``notes`` when it is given (the main process)."""
     from .augment import Augment
 
     mods = model_class(cfg.model.name).modalities
     pairs = tuple(cfg.train.pairs) or None
     train_ds = ShardDataset(shards, split=cfg.train.train_split, modalities=mods, require=mods, pairs=pairs,
                             transform=Augment.for_model(cfg, train=True))
-    val_ds = None
-    if cfg.train.val_split:
-        val_ds = ShardDataset(shards, split=cfg.train.val_split, modalities=mods, require=mods, pairs=pairs,
-                              transform=Augment.for_model(cfg, train=False))
-        if len(val_ds) == 0:
-            val_ds = None
     if len(train_ds) == 0:
         raise ValueError(f"{shards}: no '{cfg.train.train_split}' samples with {' and '.join(mods)} for "
                          f"model {cfg.model.name!r}")
+    val_ds = None
+    tc = cfg.train
+    if tc.val_split:
+        if tc.val_split in train_ds.info["splits"]:
+            val_ds = ShardDataset(shards, split=tc.val_split, modalities=mods, require=mods, pairs=pairs,
+                                  transform=Augment.for_model(cfg, train=False))
+        if val_ds is None or len(val_ds) == 0:
+            mask = carve_validation(train_ds, tc.val_fraction, tc.seed)
+            if mask.any():
+                val_ds = train_ds.subset(mask, Augment.for_model(cfg, train=False))
+                train_ds = train_ds.subset(~mask)
+                note = (f"WARNING: {shards} has no '{tc.val_split}' samples for model {cfg.model.name!r}: "
+                        f"carved a validation set of {len(val_ds)} samples ({tc.val_fraction:.0%} of the "
+                        f"'{tc.train_split}' identities, seed {tc.seed}) out of training; build the shards "
+                        f"with a '{tc.val_split}' split to choose it yourself")
+            else:
+                val_ds = None
+                note = (f"WARNING: {shards} has no '{tc.val_split}' samples and fewer than two training identities "
+                        "to carve one from: no validation, no checkpoint selection (best.pt is the last model)")
+            if notes is not None:  # the main process says it
+                print(note, file=sys.stderr)
+                notes.append(note)
     return train_ds, val_ds
 
 
@@ -219,7 +264,8 @@ class _Run:
         tc = self.tc = cfg.train
         self.cfg, self.dev, self.rank, self.world, self.progress = cfg, dev, rank, world, progress
         self.out_dir = out_dir
-        self.train_ds, self.val_ds = datasets(shards, cfg)
+        self.notes: list[str] = []  # what the user must know of this run's data (a carved validation set)
+        self.train_ds, self.val_ds = datasets(shards, cfg, self.notes if rank == 0 else None)
         self.data = ckpt.data_rates(shard_info(shards))
         self.sampler = EpochSampler(len(self.train_ds), tc.seed, rank, world)
         self.loader = DataLoader(self.train_ds, batch_size=tc.batch_size, sampler=self.sampler,
@@ -362,6 +408,8 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     _seed(cfg.train.seed + rank)
+    if getattr(model_class(cfg.model.name), "fitted", False):
+        return _fit(shards, out_dir, cfg, dev, state)
     run = _Run(shards, out_dir, cfg, dev, rank, world, progress)
     if state is not None:
         run.restore(state)
@@ -377,6 +425,38 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
     has_best = run.val_ds is None or pos["best_epoch"] >= 0
     best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
     return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
-            "epochs": pos["epoch"], "stopped": reason, "last": str(out_dir / "last.pt"),
+            "epochs": pos["epoch"], "stopped": reason, "last": str(out_dir / "last.pt"), "notes": run.notes,
             "best_checkpoint": str(out_dir / "best.pt") if has_best else None}
 
+
+
+def _fit(shards, out_dir: Path, cfg: ExperimentConfig, dev: torch.device, state: dict | None) -> dict:
+    """A model fitted in one pass instead of trained by gradients (``fitted = True``, e.g.
+    ``lfcc-gmm``): fit on the training set, validate once, write ``last.pt`` and ``best.pt`` (the
+    same format as a trained model's; a resumed fitted run is done already)."""
+    notes: list[str] = []
+    if state is None:
+        train_ds, val_ds = datasets(shards, cfg, notes)
+        loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=False,
+                            num_workers=cfg.train.num_workers)
+        model = build_model(cfg.model)
+        t0 = time.perf_counter()
+        report = model.fit(loader, seed=cfg.train.seed)
+        log = CsvLog(out_dir / "log.csv", True)
+        log.write(phase="fit", epoch=0, step=len(loader), seconds=round(time.perf_counter() - t0, 2),
+                  **{f"frames_{k}": v["frames"] for k, v in report.items()})
+        pos = {"epoch": 1, "batch": 0, "step": len(loader), "best": None, "best_epoch": -1, "stale": 0}
+        if val_ds is not None:
+            figures = evaluate(model.to(dev), val_ds, dev, False, cfg.train.batch_size, cfg.train.num_workers)
+            log.write(phase="val", epoch=0, step=pos["step"], **_flat(figures))
+            value = float(figures.get(type(model).main_output, {}).get(cfg.train.select_on, float("nan")))
+            pos["best"], pos["best_epoch"] = value, 0
+        state = {"model": model.state_dict(), "position": pos, "config": cfg.to_dict(),
+                 "data": ckpt.data_rates(shard_info(shards)), "fit": report}
+        for name in ("last.pt", "best.pt"):
+            ckpt.save(out_dir / name, state)
+    pos = state["position"]
+    best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
+    return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
+            "epochs": pos["epoch"], "stopped": "fitted", "last": str(out_dir / "last.pt"), "notes": notes,
+            "best_checkpoint": str(out_dir / "best.pt")}

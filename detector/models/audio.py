@@ -1,16 +1,31 @@
-"""The audio stream: log-mel front-end, SpecAugment, and a 2D ResNet over the spectrogram.
+"""The audio stream: a front-end (log-mel by default; LFCC, linear spectrogram or a learned sinc
+filterbank on the raw waveform), SpecAugment, and a 2D ResNet over the time-frequency map.
 
-The front-end computes exactly the shards' cached log-mel (docs/shards-format.md), so a model may
-be fed either. The spectrogram (B, n_mels, T) is normalised per mel band (by default each clip
-over time, ``mel_norm="instance"``; or a learned global BatchNorm), masked by SpecAugment while
-training, and read by a
-ResNet-18-style network: a 3 x 3 stem at full resolution (cheap with one input channel; keeps the
-finest spectral detail, where vocoder artefacts live), then 4 stages each halving frequency and
-time. At 100 mel frames/s the stages run at 50, 25, 12.5 and 6.25 frames/s: stages 2-4 have the
+The log-mel front-end computes exactly the shards' cached log-mel (docs/shards-format.md), so a
+model may be fed either. The front-end's map (B, bands, T) is normalised per band (by default
+each clip over time, ``mel_norm="instance"``; or a learned global BatchNorm), masked by
+SpecAugment while training, and read by a ResNet-18-style network: a 3 x 3 stem at full
+resolution (cheap with one input channel; keeps the finest spectral detail, where vocoder
+artefacts live), then 4 stages each halving frequency and time. Every front-end has 100 frames/s
+(hop 160 at 16 kHz), so the stages run at 50, 25, 12.5 and 6.25 frames/s: stages 2-4 have the
 frame rates of the video stream's stages 2-4 at 25 fps, which the sync stream fuses.
+
+Front-ends (``AudioStreamConfig.frontend``):
+
+- ``logmel``: 80 Slaney mel bands of the power spectrum, natural log.
+- ``lfcc``: ``n_lfcc`` cepstra of ``lfcc_filters`` linear-frequency bands (log), with deltas and
+  double deltas (ASVspoof 2019's LFCC baseline: 20 coefficients, 20 ms windows, deltas; Todisco
+  et al. 2019). Linear bands keep as much resolution at 7 kHz as at 200 Hz, where mel bands
+  thin out; WaveFake (Frank & Schoenherr 2021) found LFCC more robust than MFCC across vocoders.
+- ``linear``: the log power spectrogram, all ``n_fft // 2 + 1`` bins.
+- ``sinc``: ``sinc_filters`` learned band-pass filters (SincNet, Ravanelli & Bengio 2018; the
+  first layer of RawNet2 and AASIST), rectified, max-pooled to 100 frames/s and log-compressed:
+  the network learns which bands to look at from the waveform itself.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torchaudio
@@ -41,10 +56,125 @@ class MelFrontend(nn.Module):
             norm="slaney", mel_scale="slaney")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        if wave.ndim != 2:
-            raise ValueError(f"Expected mono audio of shape (B, L), but found {tuple(wave.shape)}")
+        _check_wave(wave)
         with torch.autocast(device_type=wave.device.type, enabled=False):
             return torch.log(self.mel(wave.float()) + LOG_OFFSET)
+
+
+class LfccFrontend(nn.Module):
+    """Waveform -> LFCC with deltas and double deltas, (B, L) -> (B, 3 x n_lfcc, L // hop + 1).
+
+    ``torchaudio.transforms.LFCC`` on the config's STFT (n_fft, window, hop, centred, reflect
+    padded, power 2), ``lfcc_filters`` triangular linear-frequency filters from f_min to f_max,
+    natural log, orthonormal DCT-II; deltas over 5 frames. Float32 under autocast.
+    """
+
+    def __init__(self, cfg: AudioStreamConfig):
+        super().__init__()
+        self.lfcc = torchaudio.transforms.LFCC(
+            sample_rate=cfg.sample_rate, n_filter=cfg.lfcc_filters, f_min=cfg.f_min, f_max=cfg.f_max,
+            n_lfcc=cfg.n_lfcc, log_lf=True,
+            speckwargs={"n_fft": cfg.n_fft, "win_length": cfg.win_length, "hop_length": cfg.hop_length,
+                        "center": True, "pad_mode": "reflect", "power": 2.0})
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        _check_wave(wave)
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            c = self.lfcc(wave.float())
+            d = torchaudio.functional.compute_deltas(c)
+            return torch.cat([c, d, torchaudio.functional.compute_deltas(d)], dim=1)
+
+
+class LinearFrontend(nn.Module):
+    """Waveform -> natural-log power spectrogram, (B, L) -> (B, n_fft // 2 + 1, L // hop + 1)."""
+
+    def __init__(self, cfg: AudioStreamConfig):
+        super().__init__()
+        self.spec = torchaudio.transforms.Spectrogram(n_fft=cfg.n_fft, win_length=cfg.win_length,
+                                                      hop_length=cfg.hop_length, center=True, pad_mode="reflect",
+                                                      power=2.0)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        _check_wave(wave)
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return torch.log(self.spec(wave.float()) + LOG_OFFSET)
+
+
+class SincFrontend(nn.Module):
+    """A learned band-pass filterbank on the waveform, (B, L) -> (B, sinc_filters, L // hop + 1).
+
+    Each filter is the difference of two windowed sinc low-passes, i.e. an ideal band-pass
+    between a learned low cut-off and a learned bandwidth (SincNet), initialised on the mel scale
+    from f_min to f_max (at least 50 Hz wide), Hamming windowed, ``sinc_kernel`` taps. The
+    filtered signals are rectified, max-pooled over each hop (the band's peak envelope at 100
+    frames/s) and log-compressed. Two parameters per filter: the low cut-offs and bandwidths.
+    """
+
+    MIN_HZ, MIN_BAND_HZ = 30.0, 50.0
+
+    def __init__(self, cfg: AudioStreamConfig):
+        super().__init__()
+        if cfg.sinc_kernel % 2 == 0 or cfg.sinc_kernel < 3:
+            raise ValueError(f"sinc_kernel must be odd and >= 3, not {cfg.sinc_kernel}")
+        self.sr, self.hop, self.kernel = cfg.sample_rate, cfg.hop_length, cfg.sinc_kernel
+        top = min(cfg.f_max, cfg.sample_rate / 2) - self.MIN_HZ
+        mel = torch.linspace(_hz_to_mel(max(cfg.f_min, self.MIN_HZ)), _hz_to_mel(top), cfg.sinc_filters + 1)
+        edges = _mel_to_hz(mel)
+        self.low_hz = nn.Parameter((edges[:-1] - self.MIN_HZ).clamp(min=0.0)[:, None])
+        self.band_hz = nn.Parameter((edges[1:] - edges[:-1]).clamp(min=self.MIN_BAND_HZ)[:, None])
+        half = (cfg.sinc_kernel - 1) // 2
+        n = torch.arange(-half, half + 1, dtype=torch.float32) / cfg.sample_rate  # seconds
+        self.register_buffer("t", n[None, :], persistent=False)
+        self.register_buffer("window", torch.hamming_window(cfg.sinc_kernel, periodic=False)[None, :],
+                             persistent=False)
+
+    def filters(self) -> torch.Tensor:
+        """(sinc_filters, sinc_kernel) impulse responses, each of unit peak gain."""
+        nyquist = self.sr / 2
+        low = self.MIN_HZ + self.low_hz.abs()
+        high = (low + self.MIN_BAND_HZ + self.band_hz.abs()).clamp(max=nyquist)
+
+        def lowpass(f):  # 2 f sinc(2 pi f t): an ideal low-pass at f Hz
+            return 2 * f * torch.special.sinc(2 * f * self.t)
+
+        h = (lowpass(high) - lowpass(low)) * self.window
+        return h / (h.abs().amax(dim=1, keepdim=True) + 1e-8)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        _check_wave(wave)
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            x = nn.functional.pad(wave.float()[:, None, :], (self.hop // 2, self.hop // 2), mode="reflect")
+            y = nn.functional.conv1d(x, self.filters()[:, None, :], padding=self.kernel // 2)
+            y = nn.functional.max_pool1d(y.abs(), kernel_size=self.hop, stride=self.hop)
+            return torch.log(y + 1e-4)
+
+
+def _hz_to_mel(f: float) -> float:
+    return 2595.0 * math.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+
+def _check_wave(wave: torch.Tensor) -> None:
+    if wave.ndim != 2:
+        raise ValueError(f"Expected mono audio of shape (B, L), but found {tuple(wave.shape)}")
+
+
+FRONTENDS = {"logmel": MelFrontend, "lfcc": LfccFrontend, "linear": LinearFrontend, "sinc": SincFrontend}
+
+
+def frontend_bands(cfg: AudioStreamConfig) -> int:
+    """Rows of the front-end's map (what the band normalisation sees)."""
+    return {"logmel": cfg.n_mels, "lfcc": 3 * cfg.n_lfcc, "linear": cfg.n_fft // 2 + 1,
+            "sinc": cfg.sinc_filters}[cfg.frontend]
+
+
+def build_frontend(cfg: AudioStreamConfig) -> nn.Module:
+    if cfg.frontend not in FRONTENDS:
+        raise ValueError(f"Unknown audio front-end {cfg.frontend!r}; choose from {', '.join(FRONTENDS)}")
+    return FRONTENDS[cfg.frontend](cfg)
 
 
 class SpecAugment(nn.Module):
@@ -97,7 +227,8 @@ class AudioStream(nn.Module):
         cfg: front-end values, stage widths and blocks, stem width, SpecAugment switch, dropout.
 
     Forward: wave (B, L) float -> dict with
-        ``features``: ``mel`` (B, n_mels, T) the log-mel (before normalisation and masking),
+        ``features``: ``mel`` (B, bands, T) the front-end's map (the log-mel, or the LFCC,
+        linear or sinc map: the key stays ``mel``), before normalisation and masking,
         ``stage1`` ... ``stageN`` each (B, C_i, n_mels / 2^i, T / 2^i) (rounded up),
         with T = L // hop_length + 1;
         ``logit``: (B,) the audio-fake logit.
@@ -108,10 +239,10 @@ class AudioStream(nn.Module):
         if len(cfg.widths) != len(cfg.blocks):
             raise ValueError(f"Audio stream: widths and blocks need one entry per stage, but found "
                              f"{cfg.widths} and {cfg.blocks}")
-        self.frontend = MelFrontend(cfg)
+        self.frontend = build_frontend(cfg)
         if cfg.mel_norm not in ("batch", "instance"):
             raise ValueError(f"mel_norm must be 'batch' or 'instance', not {cfg.mel_norm!r}")
-        self.norm = nn.BatchNorm1d(cfg.n_mels) if cfg.mel_norm == "batch" else InstanceNorm()
+        self.norm = nn.BatchNorm1d(frontend_bands(cfg)) if cfg.mel_norm == "batch" else InstanceNorm()
         self.spec_augment = SpecAugment() if cfg.spec_augment else nn.Identity()
         self.stem = nn.Sequential(nn.Conv2d(1, cfg.stem_width, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(cfg.stem_width), nn.ReLU(inplace=True))

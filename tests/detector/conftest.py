@@ -31,7 +31,7 @@ def speech_shards(sample_data, tmp_path_factory):
     manifest = tmp / "m.jsonl"
     write_manifest(prepare("folder", corpus, default_label="real"), manifest, "folder", corpus)
     store = tmp / "s.zarr"
-    extract(manifest, store, config=ExtractConfig(clips_per_video=8, items_per_shard=4), workers=0, progress=False)
+    extract(manifest, store, config=ExtractConfig(clips_per_video=8, clips_per_audio=8, items_per_shard=4), workers=0, progress=False)
     for v in ("griffinlim", "world"):
         convert(store, ConvertConfig(v), workers=0, progress=False)
     out = tmp / "shards.zarr"

@@ -39,7 +39,7 @@ def build(name: str):
 
 
 def test_registry_lists_the_valid_names_and_the_classes_declare_their_outputs():
-    assert list(MODELS) == [*OUTPUTS, "mouth"]
+    assert list(MODELS) == [*OUTPUTS, "mouth", "lfcc-lr", "lfcc-gmm"]
     with pytest.raises(ValueError, match="valid models: av, av-noatt, video, audio, mouth"):
         build_model(ModelConfig(name="transformer"))
     with pytest.raises(ValueError, match="Unknown model 'transformer'; valid models: av, av-noatt"):
@@ -225,3 +225,87 @@ def test_loss_masks_missing_modalities():
     assert parts == {"audio": 0.0} and torch.equal(logit.grad, torch.zeros(2))
     with pytest.raises(ValueError, match="Unknown loss weight"):
         compute_loss(outputs, batch, {"mouth": 1.0})
+
+
+FRONTEND_BANDS = {"logmel": 80, "lfcc": 60, "linear": 257, "sinc": 70}
+
+
+def _audio_model(frontend: str):
+    torch.manual_seed(0)
+    cfg = from_dict({"model": {"audio": {"frontend": frontend}}}, preset="tiny", model="audio").model
+    return build_model(cfg), cfg
+
+
+@pytest.mark.parametrize("frontend", list(FRONTEND_BANDS))
+def test_audio_frontends_are_trainable_and_keep_100_frames_per_second(frontend):
+    model, cfg = _audio_model(frontend)
+    model.train()
+    batch = make_batch()
+    out = model(batch)
+    assert out["features"]["audio.mel"].shape == (2, FRONTEND_BANDS[frontend], SAMPLES // 160 + 1)
+    total, _ = compute_loss(out, batch, cfg.loss_weights)
+    assert torch.isfinite(total)
+    total.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, unchanged[:5]
+    if frontend == "sinc":  # the filterbank itself learns
+        assert {"audio.frontend.low_hz", "audio.frontend.band_hz"} <= set(before)
+
+
+def test_frontends_put_a_tone_in_its_band():
+    """A 3 kHz tone: the linear spectrogram peaks in bin 3000 / 31.25 = 96; the sinc filter whose
+    band holds 3 kHz responds most; a gain moves only the LFCC's c0 (the log's offset)."""
+    t = torch.arange(16000) / 16000
+    hiss = 1e-3 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))  # every band above the log's floor
+    tone = 0.1 * torch.sin(2 * torch.pi * 3000 * t)[None] + hiss
+    _, cfg = _audio_model("linear")
+    from detector.models.audio import LfccFrontend, LinearFrontend, SincFrontend
+
+    lin = LinearFrontend(cfg.audio)(tone)[0, :, 10:-10].mean(dim=1)
+    assert int(lin.argmax()) == 96
+    sinc = SincFrontend(cfg.audio)
+    low = (sinc.MIN_HZ + sinc.low_hz.abs()).squeeze(1)
+    high = low + sinc.MIN_BAND_HZ + sinc.band_hz.abs().squeeze(1)
+    holds = torch.nonzero((low <= 3000) & (high >= 3000)).flatten()
+    response = sinc(tone)[0, :, 10:-10].mean(dim=1)
+    assert int(response.argmax()) in holds.tolist()
+    # the cepstra of a 3 kHz and a 300 Hz tone differ; of the tone and itself 6 dB louder, only in c0
+    lfcc = LfccFrontend(cfg.audio)
+    a, louder = lfcc(tone)[0, :20, 10:-10].mean(1), lfcc(2 * tone)[0, :20, 10:-10].mean(1)
+    low_tone = lfcc(0.1 * torch.sin(2 * torch.pi * 300 * t)[None] + hiss)[0, :20, 10:-10].mean(1)
+    assert (a - low_tone)[1:].abs().max() > 1.0 and (a - louder)[1:].abs().max() < 0.05 * (a - louder)[0].abs()
+
+
+def test_lfcc_logistic_regression_is_trainable():
+    torch.manual_seed(0)
+    cfg = tiny("lfcc-lr").model
+    model = build_model(cfg).train()
+    batch = make_batch(b=4)
+    out = model(batch)
+    assert out["logit_audio"].shape == (4,) and out["features"]["audio.mel"].shape == (4, 60, SAMPLES // 160 + 1)
+    total, parts = compute_loss(out, batch, cfg.loss_weights)
+    assert set(parts) == {"audio"} and torch.isfinite(total)
+    total.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.optim.AdamW(model.parameters(), lr=1e-2).step()
+    assert sorted(n for n, p in model.named_parameters() if not torch.equal(p, before[n])) == ["linear.bias",
+                                                                                              "linear.weight"]
+
+
+def test_lfcc_gmm_likelihood_matches_a_direct_computation():
+    """The expanded quadratic form equals the mixture density evaluated term by term."""
+    torch.manual_seed(0)
+    cfg = tiny("lfcc-gmm").model
+    cfg.baseline.gmm_components = 3
+    model = build_model(cfg)
+    d = 3 * cfg.audio.n_lfcc
+    model.real_mean.copy_(torch.randn(3, d))
+    model.real_log_var.copy_(0.3 * torch.randn(3, d))
+    model.real_log_weight.copy_(torch.log_softmax(torch.randn(3), 0))
+    x = torch.randn(5, d)
+    direct = torch.logsumexp(torch.stack([
+        model.real_log_weight[k] + torch.distributions.Normal(model.real_mean[k], torch.exp(0.5 * model.real_log_var[k]))
+        .log_prob(x).sum(-1) for k in range(3)]), dim=0)
+    torch.testing.assert_close(model.log_likelihood(x, "real"), direct, rtol=1e-4, atol=1e-3)
