@@ -3,7 +3,8 @@
 Each video gives up to ``clips_per_video`` clips of ``frames_per_clip`` frames on a fixed
 ``fps`` grid, spread evenly over the media without overlap. An audio-only item gives every clip
 on a grid of ``audio_hop_frames`` (default: the clip length, so clips touch; shorter hops
-overlap), up to ``clips_per_audio`` (a longer file has that many, spread evenly). Every item of a
+overlap), up to ``clips_per_audio`` (a longer file has that many, spread evenly); one shorter
+than a clip (but at least ``min_audio_seconds``) gives one clip, itself repeated. Every item of a
 store has the same number of sample slots: the larger of ``clips_per_video`` and the most clips
 an audio-only item of the manifest needs (:func:`clips_per_item`); unused slots are marked so.
 
@@ -46,6 +47,9 @@ class ExtractConfig:
     clips_per_video: int = 4  # at most; fewer when the media is shorter
     clips_per_audio: int = 64  # an audio-only item: at most this many clips (else every clip on the hop grid)
     audio_hop_frames: int = 0  # an audio-only item's clips start every this many grid frames (0: frames_per_clip)
+    # an audio-only item shorter than one clip but at least this long gives one clip: the
+    # utterance repeated until the clip is full (as anti-spoofing front-ends pad short trials)
+    min_audio_seconds: float = 0.5
     sample_rate: int = 16000  # audio is mono at this rate
     items_per_shard: int = 4  # a shard (one task) holds the clips of this many items
     decode_short_side: int = 720  # frames are decoded at most this large (short side); 0 = native
@@ -169,6 +173,7 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
                 audio_failure = (e.reason, e.detail)
     if row.media == "video" and info.video is None and audio is None:
         raise MediaError(path, "no_video")
+    seconds = len(audio) / cfg.sample_rate if audio is not None else np.nan  # of the track as read
     if row.media == "video" and info.video is not None:
         total = int(np.floor(info.duration * cfg.fps + 1e-6)) if info.duration else 10**9
         clips = _video_clips(path, info, total, cfg, threads)
@@ -179,15 +184,18 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
         if row.media == "audio":
             cap = min(cfg.clips_per_audio, slots or cfg.clips_per_audio)
             starts = plan_audio_starts(total, cfg.frames_per_clip, cfg.audio_hop, cap)
+            if not starts and seconds >= cfg.min_audio_seconds:
+                starts, audio = [0], np.resize(audio, max(len(audio), cfg.audio_samples))  # repeated to fill
         else:
             starts = plan_starts(total, cfg.frames_per_clip, cfg.clips_per_video)
         if not starts:
-            raise MediaError(path, "too_short", f"{len(audio) / cfg.sample_rate:.2f} s < one clip")
+            shortest = f"{cfg.min_audio_seconds:.2f} s" if row.media == "audio" else "one clip"
+            raise MediaError(path, "too_short", f"{seconds:.2f} s < {shortest}")
         clips = [Clip(start_frame=s) for s in starts]
         if row.media == "video":  # a video row whose file has no video stream: audio only
             for c in clips:
                 c.failures.append(("no_video", ""))
-    duration = info.duration if info.duration else (len(audio) / cfg.sample_rate if audio is not None else np.nan)
+    duration = info.duration if info.duration else seconds
     for c in clips:
         c.duration = duration
         if audio is not None:

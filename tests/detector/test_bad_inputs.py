@@ -46,7 +46,7 @@ def test_detect_records_each_bad_file_and_scores_the_others_as_alone(audio_check
     errors = {name: (f["error"] or "") for name, f in rows.items()}
     expected = {"zero.mp4": "wrong kind: not a known audio or video container",
                 "text.mp4": "wrong kind: not a known audio or video container",
-                "truncated.mp4": "decode error", "short.wav": "too short: 0.20 s < one clip",
+                "truncated.mp4": "decode error", "short.wav": "too short: 0.20 s < 0.50 s",
                 "noaudio.mp4": "no audio", "missing.wav": "file does not exist"}
     for name, prefix in expected.items():
         assert errors[name].startswith(prefix), (name, errors[name])

@@ -280,3 +280,26 @@ def test_an_audio_file_gives_every_clip_with_a_hop_and_video_items_keep_their_co
         np.testing.assert_array_equal(g["audio/real"][i], audio[k * 640 : k * 640 + 32000])
     video_ok = np.flatnonzero((item == 1) & (status <= st.STATUS["partial"]))
     assert len(video_ok) == 2 and (status[item == 1] == st.STATUS["unused"]).sum() == C - 2
+
+
+def test_an_utterance_shorter_than_a_clip_gives_one_clip_of_itself_repeated(sample_data, tmp_path):
+    """codec2_wia_16kHz.wav is 1.0 s of real speech: with 1.28 s clips it gives one clip, the
+    utterance then its start again; below min_audio_seconds it is too short."""
+    from pipeline.recipes import prepare
+
+    shutil.copy(sample_data / "speech/codec2_wia_16kHz.wav", tmp_path / "a.wav")
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(prepare("folder", tmp_path, default_label="real"), manifest, "folder", tmp_path)
+    audio = read_audio(tmp_path / "a.wav", 16000)
+    assert 16000 * 0.5 < len(audio) < 20480
+    extract(manifest, tmp_path / "s.zarr", config=ExtractConfig(), workers=0, progress=False)
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    ok = np.flatnonzero(g["meta/status"][:] == st.STATUS["ok"])
+    assert len(ok) == 1
+    clip = g["audio/real"][ok[0]]
+    np.testing.assert_array_equal(clip[: len(audio)], audio)
+    np.testing.assert_array_equal(clip[len(audio):], audio[: 20480 - len(audio)])
+    assert g["meta/duration"][ok[0]] == pytest.approx(len(audio) / 16000, abs=0.01)
+    summary = extract(manifest, tmp_path / "t.zarr", config=ExtractConfig(min_audio_seconds=2.0), workers=0,
+                      progress=False)
+    assert [f["reason"] for f in summary.failures] == ["too_short"]
