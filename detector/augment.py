@@ -170,6 +170,159 @@ def add_noise(audio, snr_db: float, rng: np.random.Generator):
     return _like((a + noise).astype(np.float32), audio)
 
 
+AUDIO_AUGMENTATIONS = ("reverb", "rawboost", "codec", "band_limit")  # also the order they are applied in
+CODECS = {"mp3": ("libmp3lame", "mp3"), "aac": ("aac", "adts"), "opus": ("libopus", "ogg")}
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples."""
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
+
+
+def reverb(audio, rt60: float, rng: np.random.Generator, sample_rate: int = 16000, direct_db: float = 0.0):
+    """``audio`` (L,) in a synthetic room: convolved with an impulse response of a direct path
+    plus exponentially decaying Gaussian noise (the late reverberation of a diffuse field) that
+    falls by 60 dB in ``rt60`` seconds, its energy ``direct_db`` below the direct path's; the
+    result is scaled back to the clip's RMS and keeps its length."""
+    a = _numpy(audio).astype(np.float64, copy=False)
+    n = max(2, int(rt60 * sample_rate))
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * 10.0 ** (-3.0 * t / rt60)  # -60 dB at rt60
+    tail[0] = 0.0
+    tail *= 10.0 ** (-direct_db / 20.0) / max(np.sqrt(np.sum(tail**2)), 1e-12)
+    ir = tail
+    ir[0] = 1.0
+    wet = np.fft.irfft(np.fft.rfft(a, len(a) + n) * np.fft.rfft(ir, len(a) + n), len(a) + n)[: len(a)]
+    before, after = _rms(a), _rms(wet)
+    if after > 0:
+        wet *= before / after
+    return _like(wet.astype(np.float32), audio)
+
+
+def _random_fir(rng: np.random.Generator, bands: int, taps: int, sample_rate: int) -> np.ndarray:
+    """A random linear-phase FIR filter: ``bands`` notch-free pass-bands of random centres and
+    widths (windowed-sinc band-passes summed), the filterbank of RawBoost's convolutive noise."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = np.zeros(taps)
+    for _ in range(bands):
+        centre = rng.uniform(20.0, sample_rate / 2 - 1000.0)
+        width = rng.uniform(100.0, 1000.0)
+        lo, hi = max(centre - width / 2, 1.0) / sample_rate, min(centre + width / 2, sample_rate / 2 - 1) / sample_rate
+        h += 2 * hi * np.sinc(2 * hi * n) - 2 * lo * np.sinc(2 * lo * n)
+    h *= np.hamming(taps)
+    return h / max(np.abs(np.fft.rfft(h, 1024)).max(), 1e-12)
+
+
+def rawboost(audio, rng: np.random.Generator, sample_rate: int = 16000, kinds: tuple[str, ...] = ("lnl", "isd", "ssi"),
+             snr_db: tuple[float, float] = (10.0, 40.0)):
+    """RawBoost-style data boosting (Tak et al., ICASSP 2022) of ``audio`` (L,), in this order:
+
+    - ``lnl``: linear and non-linear convolutive noise: the clip's first three powers (x, x^2, x^3,
+      each normalised to the clip's peak), each through a random multi-band FIR filter, summed
+      with decreasing weights (a channel's colouring and its harmonic distortion);
+    - ``isd``: impulsive signal-dependent noise: a random 1-10 % of the samples get
+      ``x + x * z`` with z uniform in [-1, 1] x a random scale up to 2 (clicks, clipping);
+    - ``ssi``: stationary signal-independent coloured noise: white noise through a random FIR
+      filter, added at an SNR drawn from ``snr_db``.
+
+    Peak-normalised back to the clip's peak; keeps the length."""
+    a = _numpy(audio).astype(np.float64, copy=False)
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if peak == 0.0:
+        return _like(a.astype(np.float32), audio)
+    x = a / peak
+    if "lnl" in kinds:
+        out = np.zeros_like(x)
+        for j in range(1, 4):
+            xj = x**j
+            xj /= max(np.abs(xj).max(), 1e-12)
+            out += np.convolve(xj, _random_fir(rng, int(rng.integers(1, 6)), 101, sample_rate), mode="same") / j
+        x = out / max(np.abs(out).max(), 1e-12)
+    if "isd" in kinds:
+        hit = rng.random(len(x)) < rng.uniform(0.01, 0.10)
+        x = x + hit * x * rng.uniform(-1.0, 1.0, len(x)) * rng.uniform(0.5, 2.0)
+    if "ssi" in kinds:
+        noise = np.convolve(rng.standard_normal(len(x)), _random_fir(rng, int(rng.integers(1, 6)), 101, sample_rate),
+                            mode="same")
+        snr = rng.uniform(*snr_db)
+        noise *= _rms(x) / max(_rms(noise), 1e-12) / 10.0 ** (snr / 20.0)
+        x = x + noise
+    x *= peak / max(np.abs(x).max(), 1e-12)
+    return _like(x.astype(np.float32), audio)
+
+
+def codec(audio, name: str, bitrate_kbps: int, sample_rate: int = 16000):
+    """``audio`` (L,) encoded with ``name`` (mp3, aac or opus, through ffmpeg) at ``bitrate_kbps``
+    and decoded back to ``sample_rate``; the codec's delay is removed by aligning the decoded
+    signal to the original (cross-correlation over the first 50 ms), the length kept."""
+    if name not in CODECS:
+        raise ValueError(f"Unknown codec {name!r}; choose from {', '.join(CODECS)}")
+    a = _numpy(audio).astype(np.float32, copy=False)
+    lib, fmt = CODECS[name]
+    rate = 48000 if name == "opus" else sample_rate  # opus runs at 48 kHz
+    encoded = _ffmpeg([ffmpeg_exe(), "-v", "error", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+                       "-ar", str(rate), "-c:a", lib, "-b:a", f"{bitrate_kbps}k", "-f", fmt, "pipe:1"], a.tobytes())
+    decoded = _ffmpeg([ffmpeg_exe(), "-v", "error", "-i", "pipe:0", "-ar", str(sample_rate), "-ac", "1", "-f", "f32le",
+                       "pipe:1"], encoded)
+    y = np.frombuffer(decoded, np.float32)
+    max_lag = min(len(y) - 1, int(0.05 * sample_rate) + 2048) if len(y) else 0
+    head = a[: min(len(a), sample_rate)]
+    if max_lag > 0 and _rms(head) > 0:
+        scores = [float(np.dot(y[k : k + len(head)], head[: len(y) - k])) for k in range(max_lag)]
+        y = y[int(np.argmax(scores)):]
+    return _like(_fit_length(y, len(a)).astype(np.float32), audio)
+
+
+def band_limit(audio, cutoff_hz: float, sample_rate: int = 16000):
+    """``audio`` (L,) low-passed at ``cutoff_hz`` (a telephone's or a low-rate recording's
+    band): resampled to 2 x cutoff and back, with torchaudio's windowed-sinc resampler."""
+    import torchaudio
+
+    a = torch.as_tensor(_numpy(audio), dtype=torch.float32)
+    low = int(round(2 * cutoff_hz))
+    if low >= sample_rate:
+        return _like(a.numpy().copy(), audio)
+    y = torchaudio.functional.resample(torchaudio.functional.resample(a, sample_rate, low), low, sample_rate)
+    return _like(_fit_length(y.numpy(), len(a)).astype(np.float32), audio)
+
+
+def _draw_audio(rng: np.random.Generator, cfg: AugmentConfig) -> dict:
+    """Parameters of the audio augmentations for one sample (empty / 0: not applied); every value
+    is drawn whatever is applied."""
+    u = rng.random(len(AUDIO_AUGMENTATIONS))
+    rt60 = float(rng.uniform(*cfg.reverb_rt60))
+    direct = float(rng.uniform(*cfg.reverb_direct_db))
+    boost = int(rng.integers(0, 2**31 - 1))
+    names = list(cfg.codecs) or list(CODECS)
+    name = names[int(rng.integers(0, len(names)))]
+    kbps = int(rng.integers(cfg.codec_kbps[0], cfg.codec_kbps[1] + 1))
+    cutoff = float(rng.uniform(*cfg.band_limit_hz))
+    on = dict(zip(AUDIO_AUGMENTATIONS, (u < np.array([cfg.p_reverb, cfg.p_rawboost, cfg.p_codec, cfg.p_band_limit]))))
+    return {"rt60": rt60 if on["reverb"] else 0.0, "direct_db": direct if on["reverb"] else 0.0,
+            "rawboost_seed": boost if on["rawboost"] else -1,
+            "codec": name if on["codec"] else "", "codec_kbps": kbps if on["codec"] else 0,
+            "cutoff_hz": cutoff if on["band_limit"] else 0.0}
+
+
+AUDIO_NONE = {"rt60": 0.0, "direct_db": 0.0, "rawboost_seed": -1, "codec": "", "codec_kbps": 0, "cutoff_hz": 0.0}
+
+
+def _apply_audio(audio, plan: dict, rng: np.random.Generator, cfg: AugmentConfig):
+    if plan["rt60"] > 0:
+        audio = reverb(audio, plan["rt60"], rng, direct_db=plan["direct_db"])
+    if plan["rawboost_seed"] >= 0:
+        audio = rawboost(audio, np.random.default_rng(plan["rawboost_seed"]), kinds=tuple(cfg.rawboost))
+    if plan["codec"]:
+        audio = codec(audio, plan["codec"], plan["codec_kbps"])
+    if plan["cutoff_hz"] > 0:
+        audio = band_limit(audio, plan["cutoff_hz"])
+    return audio
+
+
 # --- shared sampling of video corruptions -------------------------------------------------------
 
 def _draw_video(rng: np.random.Generator, cfg: AugmentConfig, probs: dict[str, float]) -> dict:
@@ -195,10 +348,12 @@ def _apply_video(video, plan: dict, rng: np.random.Generator):
 
 
 def _streams(*entropy: int) -> list[np.random.Generator]:
-    """Independent generators for: the plan, the video, the mouth and the audio."""
+    """Independent generators for: the plan, the video, the mouth, the audio noise and the other
+    audio augmentations (spawned children depend on their position only: adding the fifth left
+    the first four as they were)."""
     if min(entropy) < 0:
         raise ValueError(f"Seeds, epochs and sample indices must be >= 0, found {entropy}")
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(list(entropy)).spawn(4)]
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(list(entropy)).spawn(5)]
 
 
 # --- transforms ---------------------------------------------------------------------------------
@@ -248,13 +403,14 @@ class Augment:
         if self.resize and "video" in sample and int(sample["video"].shape[-1]) != self.resize:
             sample = self._resized(sample)
         out = dict(sample)
-        plan_rng, video_rng, mouth_rng, audio_rng = _streams(_AUGMENT_TAG, self.seed, self.epoch, int(sample["index"]))
+        plan_rng, video_rng, mouth_rng, audio_rng, more_rng = _streams(_AUGMENT_TAG, self.seed, self.epoch,
+                                                                       int(sample["index"]))
         plan = self._plan(plan_rng, sample)
         for name, rng in (("video", video_rng), ("mouth", mouth_rng)):
             if name in sample:
                 out[name] = self._video(sample[name], plan, self._window(plan, sample, name), rng)
         if "audio" in sample:
-            audio = sample["audio"]
+            audio = _apply_audio(sample["audio"], plan, more_rng, self.cfg)
             if plan["gain_db"] != 0.0:
                 audio = gain(audio, plan["gain_db"])
             if math.isfinite(plan["snr_db"]):
@@ -278,9 +434,12 @@ class Augment:
         if not self.train or not int(sample.get("has_video", 1)):
             video = {"noise_std": 0.0, "jpeg_quality": 0, "crf": -1}
         audio = self.train and bool(int(sample.get("has_audio", 1)))
+        more = _draw_audio(rng, cfg)  # drawn after the others: their draws are as they were
+        if not audio:
+            more = dict(AUDIO_NONE)
         return {"flip": int(self.train and u[0] < cfg.p_flip), "crop_y": y, "crop_x": x, **video,
                 "gain_db": gain_db if audio and u[1] < cfg.p_audio_gain else 0.0,
-                "snr_db": snr_db if audio and u[2] < cfg.p_audio_noise else math.inf}
+                "snr_db": snr_db if audio and u[2] < cfg.p_audio_noise else math.inf, **more}
 
     def _window(self, plan: dict, sample: dict, name: str) -> tuple[int, int, int]:
         """(top, left, size) of the crop of ``name``. The mouth gets the face's window scaled to
@@ -357,7 +516,7 @@ class Corrupt:
             index = x["index"] if index is None else index
         elif index is None:
             raise ValueError("Corrupt needs the sample index with a bare video: corrupt(video, index)")
-        plan_rng, video_rng, mouth_rng, _ = self._rngs(index)
+        plan_rng, video_rng, mouth_rng, *_ = self._rngs(index)
         plan = _draw_video(plan_rng, self.cfg, self._probs)
         if not isinstance(x, dict):
             return _apply_video(x, plan, video_rng)

@@ -109,6 +109,17 @@ class AugmentConfig:
     audio_gain_db: tuple[float, float] = (-6.0, 6.0)
     p_audio_noise: float = 0.5
     audio_snr_db: tuple[float, float] = (20.0, 40.0)
+    # anti-spoofing augmentations of the audio (detector/augment.py), applied before gain and noise
+    p_reverb: float = 0.0
+    reverb_rt60: tuple[float, float] = (0.2, 0.8)  # seconds
+    reverb_direct_db: tuple[float, float] = (0.0, 10.0)  # late reverberation this far below the direct path
+    p_rawboost: float = 0.0
+    rawboost: tuple[str, ...] = ("lnl", "isd", "ssi")
+    p_codec: float = 0.0
+    codecs: tuple[str, ...] = ("mp3", "aac", "opus")
+    codec_kbps: tuple[int, int] = (16, 64)
+    p_band_limit: float = 0.0
+    band_limit_hz: tuple[float, float] = (3400.0, 7000.0)
 
 
 @dataclass

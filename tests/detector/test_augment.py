@@ -151,7 +151,8 @@ def test_eval_is_centre_crop_only(face_clip, speech):
     assert out["video"].shape == (16, 3, 112, 112) and out["video"].dtype == torch.float32
     assert torch.equal(out["video"], face_clip[:, :, 8:120, 8:120].float() / 255.0)
     assert torch.equal(out["audio"], torch.from_numpy(speech))
-    assert out["augment"] == {"flip": 0, "crop_y": 8, "crop_x": 8, **NONE, "gain_db": 0.0, "snr_db": math.inf}
+    assert out["augment"] == {"flip": 0, "crop_y": 8, "crop_x": 8, **NONE, "gain_db": 0.0, "snr_db": math.inf,
+                              **A.AUDIO_NONE}
     with pytest.raises(ValueError, match="smaller than"):
         Augment(AugmentConfig(), crop=160, train=False)(sample(face_clip, 0))
 
@@ -285,3 +286,77 @@ def test_corrupt_protocol(clip, face_clip):
     corrupted = always(evaluated)
     assert torch.equal(corrupted["video"], out) and corrupted["corrupt"] == always.plan(9)
     assert torch.equal(Corrupt("all", 0, p=0.0)(clip, 3), clip)
+
+
+# --- anti-spoofing audio augmentations, on real speech --------------------------------------------
+
+def _band_db(x, lo, hi, sr=16000) -> float:
+    spec = np.abs(np.fft.rfft(np.asarray(x, np.float64))) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-20)
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a, np.float64), np.asarray(b, np.float64))[0, 1])
+
+
+def test_reverb_smears_speech_in_time_and_keeps_length_and_level(speech):
+    wet = A.reverb(speech, 0.6, np.random.default_rng(0))
+    assert wet.shape == speech.shape and wet.dtype == np.float32
+    assert A._rms(wet) == pytest.approx(A._rms(speech), rel=1e-4)
+    assert 0.2 < _corr(wet, speech) < 0.95
+    # the room's response to a click falls by 60 dB in rt60: the slope of its energy envelope
+    click = np.zeros(16000, np.float32)
+    click[100] = 1.0
+    ir = A.reverb(click, 0.5, np.random.default_rng(0), direct_db=0.0).astype(np.float64)
+    env = 10 * np.log10(np.square(ir[200:6600]).reshape(-1, 160).mean(1) + 1e-30)  # 10 ms frames from 6 ms to 0.41 s
+    slope = np.polyfit(np.arange(len(env)) * 0.01, env, 1)[0]
+    assert slope == pytest.approx(-60 / 0.5, rel=0.2)
+    assert np.array_equal(A.reverb(speech, 0.6, np.random.default_rng(0)), wet)  # seeded
+
+
+def test_rawboost_each_kind_changes_speech_keeps_length_and_peak(speech):
+    peak = np.abs(speech).max()
+    outs = {}
+    for kind in ("lnl", "isd", "ssi"):
+        y = A.rawboost(speech, np.random.default_rng(3), kinds=(kind,))
+        assert y.shape == speech.shape and np.abs(y).max() == pytest.approx(peak, rel=1e-4)
+        outs[kind] = y
+        assert not np.allclose(y, speech)
+    # impulsive noise touches few samples; coloured noise at >= 10 dB SNR keeps the speech
+    y, x = outs["isd"].astype(np.float64), speech.astype(np.float64)
+    scale = np.median(y[np.abs(x) > 1e-3] / x[np.abs(x) > 1e-3])  # the renormalisation to the peak
+    assert 0.0 < np.mean(np.abs(y - scale * x) > 1e-5) < 0.15
+    assert _corr(outs["ssi"], speech) > 0.9
+    assert np.array_equal(A.rawboost(speech, np.random.default_rng(3)), A.rawboost(speech, np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("name", ["mp3", "aac", "opus"])
+def test_codecs_round_trip_real_speech_aligned_and_same_length(speech, name):
+    y = A.codec(speech, name, 32)
+    assert y.shape == speech.shape and y.dtype == np.float32
+    assert not np.allclose(y, speech, atol=1e-4)
+    assert _corr(y, speech) > 0.8  # aligned: the codec's delay is taken out
+
+
+def test_band_limit_removes_the_band_above_the_cutoff(speech):
+    y = A.band_limit(speech, 3400.0)
+    assert y.shape == speech.shape
+    assert _band_db(y, 4000, 8000) < _band_db(speech, 4000, 8000) - 30
+    assert abs(_band_db(y, 100, 3000) - _band_db(speech, 100, 3000)) < 0.5
+
+
+def test_augment_applies_the_new_audio_augmentations_seeded(face_clip, speech):
+    cfg = quiet(p_reverb=1.0, p_rawboost=1.0, p_codec=1.0, p_band_limit=1.0, codecs=("mp3",),
+                band_limit_hz=(3400.0, 4000.0))  # a band where the speech has energy to remove
+    aug = Augment(cfg, crop=112, train=True, seed=5)
+    a, b = aug(sample(face_clip, 7, speech)), aug(sample(face_clip, 7, speech))
+    plan = a["augment"]
+    assert plan["rt60"] > 0 and plan["rawboost_seed"] >= 0 and plan["codec"] == "mp3" and plan["cutoff_hz"] >= 3400
+    assert torch.equal(a["audio"], b["audio"]) and a["audio"].shape == (len(speech),)
+    assert _band_db(a["audio"].numpy(), plan["cutoff_hz"] + 600, 8000) < _band_db(speech, plan["cutoff_hz"] + 600, 8000) - 20
+    other = aug(sample(face_clip, 8, speech))
+    assert not torch.equal(other["audio"], a["audio"])
+    # evaluation, and a sample without audio, get none of them
+    ev = Augment(cfg, crop=112, train=False, seed=5)(sample(face_clip, 7, speech))
+    assert torch.equal(ev["audio"], torch.from_numpy(speech)) and ev["augment"]["codec"] == ""
