@@ -145,6 +145,8 @@ class TrainConfig:
     val_split: str = "val"
     val_fraction: float = 0.15
     pairs: tuple[str, ...] = ()  # pair types to train and validate on; empty: all
+    # vocoders whose conversions neither train nor validate (leave-one-vocoder-out, benchmarks/lovo.py)
+    exclude_vocoders: tuple[str, ...] = ()
     max_steps: int = 0  # > 0: stop after this many optimizer steps (tests, smoke runs)
     log_every: int = 10  # steps between CSV log rows
 

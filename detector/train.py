@@ -141,6 +141,19 @@ def carve_validation(ds: ShardDataset, fraction: float, seed: int) -> np.ndarray
     return np.array([i in chosen for i in ids.tolist()], bool)
 
 
+def _without_vocoders(ds: ShardDataset, vocoders, check: bool = False) -> ShardDataset:
+    """``ds`` without the samples converted by ``vocoders`` (with ``check``, a name none of its
+    samples has is an error)."""
+    if not vocoders or len(ds) == 0:
+        return ds
+    found = np.array(ds.strings("vocoder").tolist(), dtype=object)
+    unknown = sorted(set(vocoders) - set(found.tolist()))
+    if check and unknown:
+        raise ValueError(f"exclude_vocoders: {unknown} not among the vocoders of {ds.path} "
+                         f"({sorted(set(found.tolist()) - {''})})")
+    return ds.subset(np.array([v not in vocoders for v in found.tolist()], bool))
+
+
 def datasets(shards, cfg: ExperimentConfig, notes: list | None = None) -> tuple[ShardDataset, ShardDataset | None]:
     """The training set (training augmentations) and the validation set (eval transform; None
     when there is none) of ``cfg`` on ``shards``. Shards without samples of the validation
@@ -152,15 +165,17 @@ def datasets(shards, cfg: ExperimentConfig, notes: list | None = None) -> tuple[
     pairs = tuple(cfg.train.pairs) or None
     train_ds = ShardDataset(shards, split=cfg.train.train_split, modalities=mods, require=mods, pairs=pairs,
                             transform=Augment.for_model(cfg, train=True))
+    tc = cfg.train
+    train_ds = _without_vocoders(train_ds, tc.exclude_vocoders, check=True)
     if len(train_ds) == 0:
         raise ValueError(f"{shards}: no '{cfg.train.train_split}' samples with {' and '.join(mods)} for "
                          f"model {cfg.model.name!r}")
     val_ds = None
-    tc = cfg.train
     if tc.val_split:
         if tc.val_split in train_ds.info["splits"]:
-            val_ds = ShardDataset(shards, split=tc.val_split, modalities=mods, require=mods, pairs=pairs,
-                                  transform=Augment.for_model(cfg, train=False))
+            val_ds = _without_vocoders(ShardDataset(shards, split=tc.val_split, modalities=mods, require=mods,
+                                                    pairs=pairs, transform=Augment.for_model(cfg, train=False)),
+                                       tc.exclude_vocoders)
         if val_ds is None or len(val_ds) == 0:
             mask = carve_validation(train_ds, tc.val_fraction, tc.seed)
             if mask.any():

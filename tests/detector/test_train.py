@@ -332,3 +332,19 @@ def test_classic_baselines_train_and_score_like_any_model(speech_shards, tmp_pat
         assert state["fit"]["real"]["frames"] > 1000 and state["fit"]["fake"]["components"] == 32
         # resuming a fitted run fits nothing again
         assert train(speech_shards, tmp_path / "run", resume=True, progress=False)["best"] == result["best"]
+
+
+def test_left_out_vocoders_neither_train_nor_validate(speech_shards):
+    from detector.train import datasets
+
+    cfg = C.tiny("audio")
+    cfg.train.exclude_vocoders = ("world",)
+    tr, va = datasets(speech_shards, cfg)
+    for ds in (tr, va):
+        vocoders = set(ds.strings("vocoder").tolist())
+        assert vocoders == {"", "griffinlim"}  # real clips and the other vocoder's conversions
+    full, _ = datasets(speech_shards, C.tiny("audio"))
+    assert len(tr) == len(full) - int((full.strings("vocoder") == "world").sum())
+    cfg.train.exclude_vocoders = ("wavenet",)
+    with pytest.raises(ValueError, match="'wavenet'.*not among the vocoders"):
+        datasets(speech_shards, cfg)
