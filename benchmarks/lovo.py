@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 FRONTENDS = ("logmel", "lfcc", "linear", "sinc")
+NONE = "none"  # the "left out" of a run trained on every vocoder (scored on --extra-test only)
 
 
 def build(store: Path, work: Path) -> tuple[Path, Path]:
@@ -53,7 +54,7 @@ def config_for(model: str, preset: str, extra: Path | None, seed: int, left_out:
     cfg = C.load(extra, preset=preset, model=name)
     if model in FRONTENDS:
         cfg.model.audio.frontend = model
-    cfg.train.seed, cfg.train.exclude_vocoders = seed, (left_out,)
+    cfg.train.seed, cfg.train.exclude_vocoders = seed, () if left_out == NONE else (left_out,)
     return cfg
 
 
@@ -86,6 +87,37 @@ def evaluate(checkpoint: str, shards: Path, left_out: str) -> dict:
     return out
 
 
+def prepare_extra(manifest: Path, work: Path, fps: float, frames_per_clip: int) -> Path:
+    """Shards (all ``test``) of an extra test manifest, e.g. real speech and TTS engines that
+    training never saw, on the training data's clip grid."""
+    from pipeline.prepare import PrepareConfig, prepare_manifest
+
+    cfg = PrepareConfig(fps=fps, frames_per_clip=frames_per_clip, modalities=("audio",))
+    return prepare_manifest(manifest, work / f"extra-{manifest.stem}", config=cfg).shards
+
+
+def evaluate_extra(checkpoint: str, shards: Path) -> dict:
+    """Clip- and file-level AUC / EER of ``checkpoint`` on extra shards, and per method."""
+    from detector.checkpoint import load_checkpoint
+    from detector.evaluate import eval_dataset
+    from detector.scoring import score
+
+    model, cfg = load_checkpoint(checkpoint)
+    ds = eval_dataset(shards, cfg, "test", require=("audio",))
+    r = score(model, ds, "cpu", batch_size=16)
+    s, y = r["p_audio"], r["audio_fake"]
+    ids = np.array(ds.strings("id").tolist(), dtype=object)
+    method = np.array(ds.strings("method").tolist(), dtype=object)
+    files = sorted(set(ids.tolist()))
+    fs = np.array([s[ids == f].mean() for f in files])
+    fy = np.array([y[ids == f].max() for f in files])
+    out = {"clip": _summary(s, y), "file": _summary(fs, fy)}
+    for m in sorted(set(method[y == 1].tolist())):
+        keep = (y == 0) | (method == m)
+        out[f"method:{m}"] = _summary(s[keep], y[keep])
+    return out
+
+
 def run(args) -> list[dict]:
     from detector.train import train
 
@@ -97,6 +129,10 @@ def run(args) -> list[dict]:
     all_voc = sorted(set(ShardDataset(test_shards, split="test", modalities=("audio",)).strings("vocoder").tolist())
                      - {""})
     vocoders = args.vocoders.split(",") if args.vocoders else all_voc
+    extra = None
+    if args.extra_test:
+        info = ShardDataset(shards, split="train", modalities=("audio",)).info
+        extra = prepare_extra(Path(args.extra_test), work, info["fps"], info["frames_per_clip"])
     rows = []
     for model in args.models.split(","):
         for v in vocoders:
@@ -110,25 +146,36 @@ def run(args) -> list[dict]:
                 t0 = time.perf_counter()
                 result = train(shards, out, cfg, progress=False)
                 row = {"model": model, "left_out": v, "seed": seed, "minutes": round((time.perf_counter() - t0) / 60, 2),
-                       "best_epoch": result["best_epoch"], **evaluate(result["best_checkpoint"], test_shards, v)}
+                       "best_epoch": result["best_epoch"]}
+                if v != NONE:
+                    row.update(evaluate(result["best_checkpoint"], test_shards, v))
+                if extra is not None:
+                    row["extra"] = evaluate_extra(result["best_checkpoint"], extra)
                 done.write_text(json.dumps(row))
                 rows.append(row)
-                print(f"{model:8s} without {v:17s} seed {seed}: unseen AUC {row['unseen']['auc']:.3f} "
-                      f"(file {row['unseen_file']['auc']:.3f}), seen {row['seen']['auc']:.3f}, "
-                      f"{row['minutes']} min", flush=True)
+                said = (f"unseen AUC {row['unseen']['auc']:.3f} (file {row['unseen_file']['auc']:.3f}), "
+                        f"seen {row['seen']['auc']:.3f}, ") if v != NONE else ""
+                if extra is not None:
+                    said += f"extra AUC {row['extra']['clip']['auc']:.3f} (file {row['extra']['file']['auc']:.3f}), "
+                print(f"{model:8s} without {v:17s} seed {seed}: {said}{row['minutes']} min", flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    vocs = list(dict.fromkeys(r["left_out"] for r in rows))
+    lovo = [r for r in rows if r["left_out"] != NONE]
+    models = list(dict.fromkeys(r["model"] for r in lovo))
+    vocs = list(dict.fromkeys(r["left_out"] for r in lovo))
+
+    def stats(vals):
+        return (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else (np.nan, np.nan, 0)
 
     def cell(model, voc, key, metric="auc"):
-        vals = [r[key][metric] for r in rows if r["model"] == model and r["left_out"] == voc]
-        return (np.mean(vals), np.std(vals), len(vals)) if vals else (np.nan, np.nan, 0)
+        return stats([r[key][metric] for r in lovo if r["model"] == model and r["left_out"] == voc])
 
     lines = []
     for key, title in (("unseen", "clip level"), ("unseen_file", "file level")):
+        if not lovo:
+            break
         lines += [f"Unseen-vocoder AUC, {title} (mean ± sd over seeds; test speakers' real clips vs the left-out "
                   "vocoder's conversions of them)", "",
                   "| model | " + " | ".join(vocs) + " | mean | EER mean | seen AUC |",
@@ -142,6 +189,22 @@ def table(rows: list[dict]) -> str:
                          + f" | **{np.nanmean([c[0] for c in cells]):.3f}** | {np.nanmean(eers):.3f} | "
                          f"{np.nanmean(seen):.3f} |")
         lines.append("")
+    extra = [r for r in rows if "extra" in r]
+    if extra:
+        groups = list(dict.fromkeys((r["model"], r["left_out"]) for r in extra))
+        methods = sorted({k for r in extra for k in r["extra"] if k.startswith("method:")})
+        lines += ["Extra test set (--extra-test), AUC mean ± sd over seeds", "",
+                  "| model | trained without | clip AUC | clip EER | file AUC | "
+                  + " | ".join(m.split(":", 1)[1] for m in methods) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(methods)]
+        for m, v in groups:
+            rs = [r["extra"] for r in extra if r["model"] == m and r["left_out"] == v]
+            parts = [stats([x["clip"]["auc"] for x in rs]), stats([x["clip"]["eer"] for x in rs]),
+                     stats([x["file"]["auc"] for x in rs])] + [stats([x[k]["auc"] for x in rs if k in x])
+                                                               for k in methods]
+            lines.append(f"| {m} ({len(rs)} seeds) | {v} | " + " | ".join(f"{a:.3f} ± {s:.3f}" for a, s, _ in parts)
+                         + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -154,6 +217,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--config", help="YAML/JSON laid over the preset (e.g. augmentations)")
     p.add_argument("--vocoders", help="left-out vocoders (default: every vocoder of the store)")
+    p.add_argument("--extra-test", help="a manifest scored by every run (e.g. real speech and TTS engines never "
+                                        "trained on); with --vocoders none, runs train on every vocoder")
     p.add_argument("--table", help="write the markdown table here (default: print it)")
     args = p.parse_args(argv)
     text = table(run(args))

@@ -218,6 +218,9 @@ def extract_options(fn):
         click.option("--clips-per-video", type=int, default=4, show_default=True, help="At most this many clips per video."),
         click.option("--clips-per-audio", type=int, default=64, show_default=True,
                      help="An audio-only item gives every clip on the hop grid, up to this many (spread evenly)."),
+        click.option("--audio-only", is_flag=True,
+                     help="Take every item as audio only (no frames decoded, no face searched): a corpus "
+                          "for the audio detector."),
         click.option("--audio-hop", type=float,
                      help="Seconds between the starts of an audio-only item's clips (default: the clip length; "
                           "shorter hops overlap)."),
@@ -253,7 +256,7 @@ def _extract_config(o: dict):
             raise click.BadParameter(f"{o['audio_hop']} s is less than one frame at {o['fps']} fps",
                                      param_hint="--audio-hop")
     return ExtractConfig(fps=o["fps"], frames_per_clip=frames, clips_per_video=o["clips_per_video"],
-                         clips_per_audio=o["clips_per_audio"], audio_hop_frames=hop,
+                         clips_per_audio=o["clips_per_audio"], audio_hop_frames=hop, audio_only=o["audio_only"],
                          items_per_shard=o["items_per_shard"], face=face)
 
 

@@ -50,6 +50,7 @@ class ExtractConfig:
     # an audio-only item shorter than one clip but at least this long gives one clip: the
     # utterance repeated until the clip is full (as anti-spoofing front-ends pad short trials)
     min_audio_seconds: float = 0.5
+    audio_only: bool = False  # every item as audio only: no frames decoded, no face searched
     sample_rate: int = 16000  # audio is mono at this rate
     items_per_shard: int = 4  # a shard (one task) holds the clips of this many items
     decode_short_side: int = 720  # frames are decoded at most this large (short side); 0 = native
@@ -122,7 +123,7 @@ def clips_per_item(rows: list[ManifestRow], cfg: ExtractConfig) -> int:
     ``clips_per_audio`` for an item without one (files are not probed twice)."""
     slots = cfg.clips_per_video
     for row in rows:
-        if row.media != "audio":
+        if row.media != "audio" and not cfg.audio_only:
             continue
         duration = (row.extra or {}).get("duration")
         if duration is None:
@@ -149,6 +150,7 @@ class Clip:
     audio: np.ndarray | None = None
     source_size: tuple[int, int] = (0, 0)
     duration: float = float("nan")  # seconds of the whole item (video: container; audio: track)
+    audio_only: bool = False  # taken as audio only (ExtractConfig.audio_only): no video expected
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -158,6 +160,8 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
     ``clips_per_video``). Raises MediaError when nothing can be taken from it, and
     ``outside_root`` before opening anything when a path of the row leads out of ``root``
     (absolute audio paths may also lie in the ``allowed`` folders, e.g. an FF++ --audio-dir)."""
+    if cfg.audio_only and row.media != "audio":
+        row = dataclasses.replace(row, media="audio")
     path = inside(root, row.path, allowed)
     src = inside(root, row.audio_path, allowed) if row.audio_path else path
     info = recorded_info(path, row.extra or {}) or probe(path)  # probed once, when indexed
@@ -191,7 +195,7 @@ def extract_item(row: ManifestRow, root: Path, cfg: ExtractConfig, threads: int 
         if not starts:
             shortest = f"{cfg.min_audio_seconds:.2f} s" if row.media == "audio" else "one clip"
             raise MediaError(path, "too_short", f"{seconds:.2f} s < {shortest}")
-        clips = [Clip(start_frame=s) for s in starts]
+        clips = [Clip(start_frame=s, audio_only=cfg.audio_only) for s in starts]
         if row.media == "video":  # a video row whose file has no video stream: audio only
             for c in clips:
                 c.failures.append(("no_video", ""))
@@ -340,7 +344,7 @@ def _put_clip(buf: dict, i: int, clip: Clip, row: ManifestRow) -> None:
     if clip.audio is not None:
         buf["audio/real"][i] = clip.audio
         buf["meta/has_audio"][i] = True
-    expected = [row.media == "video", row.audio_path is not None or row.has_audio is not False]
+    expected = [row.media == "video" and not clip.audio_only, row.audio_path is not None or row.has_audio is not False]
     present = [buf["meta/has_video"][i], buf["meta/has_audio"][i]]
     missing = any(e and not p for e, p in zip(expected, present))
     buf["meta/status"][i] = st.STATUS["failed"] if not any(present) else st.STATUS["partial" if missing else "ok"]

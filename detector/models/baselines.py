@@ -53,7 +53,12 @@ class LfccLogisticRegression(Detector):
     def forward(self, batch: dict) -> dict:
         lfcc = self.frontend(batch["audio"])
         stats = torch.cat([lfcc.mean(dim=-1), lfcc.std(dim=-1)], dim=1)
-        return _audio_head(self.linear(self.standardise(stats)).squeeze(-1), lfcc)
+        if self.training and len(stats) < 2:  # one clip has no batch statistics: the running ones
+            bn = self.standardise
+            z = nn.functional.batch_norm(stats, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
+        else:
+            z = self.standardise(stats)
+        return _audio_head(self.linear(z).squeeze(-1), lfcc)
 
 
 class LfccGmm(Detector):

@@ -250,7 +250,8 @@ def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
     w = tmp_path
     vox = _voxceleb(speech_pieces, w / "voxceleb")
     run(data, ["manifest", "voxceleb", vox, "-o", w / "vox.jsonl"])
-    run(data, ["extract", w / "vox.jsonl", "--store", w / "vox.zarr", *quick])
+    run(data, ["extract", w / "vox.jsonl", "--store", w / "vox.zarr", "--audio-only", "--clip-seconds", 4,
+               "--audio-hop", 2, *quick])
     run(data, ["convert", "--store", w / "vox.zarr", "--vocoder", "all", *quick])
     run(data, ["build-shards", "--store", w / "vox.zarr", "--out", w / "cvt.zarr", "--pairs", "own,vocoded",
                "--balance", "label", "--no-keep-splits", "--splits", "train=0.8,val=0.1,test=0.1", *quick])
@@ -260,7 +261,7 @@ def test_cvt_vs_asvspoof_chain(speech_pieces, in_the_wild, tmp_path):
 
     la = _asvspoof_la(speech_pieces, w / "asvspoof")
     run(data, ["manifest", "asvspoof2019_la", la, "-o", w / "la.jsonl"])
-    run(data, ["extract", w / "la.jsonl", "--store", w / "la.zarr", *quick])
+    run(data, ["extract", w / "la.jsonl", "--store", w / "la.zarr", "--clip-seconds", 4, "--audio-hop", 2, *quick])
     run(data, ["build-shards", "--store", w / "la.zarr", "--out", w / "la-shards.zarr", "--pairs", "own", *quick])
     assert len(ShardDataset(w / "la-shards.zarr", split="val")) > 0  # LA's dev partition
     asv = json.loads(run(train_main, ["--shards", w / "la-shards.zarr", "--model", "audio",

@@ -303,3 +303,27 @@ def test_an_utterance_shorter_than_a_clip_gives_one_clip_of_itself_repeated(samp
     summary = extract(manifest, tmp_path / "t.zarr", config=ExtractConfig(min_audio_seconds=2.0), workers=0,
                       progress=False)
     assert [f["reason"] for f in summary.failures] == ["too_short"]
+
+
+def test_audio_only_takes_a_video_as_its_soundtrack(sample_data, tmp_path):
+    """--audio-only on a real talking-head video: no face searched, every clip of the soundtrack,
+    each sample complete (status ok, no video expected)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.recipes import prepare
+
+    shutil.copy(sample_data / "talking/hdtf_WDA_AlexandriaOcasioCortez_000.mp4", tmp_path / "talk.mp4")
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(prepare("folder", tmp_path, default_label="real"), manifest, "folder", tmp_path)
+    store = tmp_path / "s.zarr"
+    r = CliRunner().invoke(main, ["extract", str(manifest), "--store", str(store), "--audio-only", "--clip-seconds",
+                                  "2", "--workers", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    g = zarr.open_group(str(store), mode="r")
+    ok = g["meta/status"][:] == st.STATUS["ok"]
+    audio = read_audio(tmp_path / "talk.mp4", 16000)
+    assert ok.sum() == int(len(audio) * 25 / 16000) // 50 >= 3
+    assert not g["meta/has_video"][:].any() and g["meta/has_audio"][:][ok].all()
+    k = int(g["meta/start_frame"][:][ok][1])
+    np.testing.assert_array_equal(g["audio/real"][int(np.flatnonzero(ok)[1])], audio[k * 640 : k * 640 + 32000])
