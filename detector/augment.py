@@ -272,22 +272,25 @@ def codec(audio, name: str, bitrate_kbps: int, sample_rate: int = 16000):
     max_lag = min(len(y) - 1, int(0.05 * sample_rate) + 2048) if len(y) else 0
     head = a[: min(len(a), sample_rate)]
     if max_lag > 0 and _rms(head) > 0:
-        scores = [float(np.dot(y[k : k + len(head)], head[: len(y) - k])) for k in range(max_lag)]
-        y = y[int(np.argmax(scores)):]
+        n = 1 << int(np.ceil(np.log2(len(y) + len(head))))
+        corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(head, n)), n)[:max_lag]  # sum_t y[t+k] head[t]
+        y = y[int(np.argmax(corr)):]
     return _like(_fit_length(y, len(a)).astype(np.float32), audio)
 
 
-def band_limit(audio, cutoff_hz: float, sample_rate: int = 16000):
-    """``audio`` (L,) low-passed at ``cutoff_hz`` (a telephone's or a low-rate recording's
-    band): resampled to 2 x cutoff and back, with torchaudio's windowed-sinc resampler."""
-    import torchaudio
-
-    a = torch.as_tensor(_numpy(audio), dtype=torch.float32)
-    low = int(round(2 * cutoff_hz))
-    if low >= sample_rate:
-        return _like(a.numpy().copy(), audio)
-    y = torchaudio.functional.resample(torchaudio.functional.resample(a, sample_rate, low), low, sample_rate)
-    return _like(_fit_length(y.numpy(), len(a)).astype(np.float32), audio)
+def band_limit(audio, cutoff_hz: float, sample_rate: int = 16000, transition_hz: float = 300.0):
+    """``audio`` (L,) low-passed at ``cutoff_hz`` (a telephone's or a low-rate recording's band):
+    a zero-phase filter in the frequency domain, flat to ``cutoff_hz - transition_hz / 2``, zero
+    from ``cutoff_hz + transition_hz / 2``, a raised-cosine roll-off between; length kept."""
+    a = _numpy(audio).astype(np.float64, copy=False)
+    if cutoff_hz >= sample_rate / 2 or not a.size:
+        return _like(a.astype(np.float32), audio)
+    n = len(a) + 1024  # padded: the filter's ringing does not wrap around
+    f = np.fft.rfftfreq(n, 1 / sample_rate)
+    x = np.clip((f - (cutoff_hz - transition_hz / 2)) / transition_hz, 0.0, 1.0)
+    gain_ = 0.5 * (1 + np.cos(np.pi * x))
+    y = np.fft.irfft(np.fft.rfft(a, n) * gain_, n)[: len(a)]
+    return _like(y.astype(np.float32), audio)
 
 
 def _draw_audio(rng: np.random.Generator, cfg: AugmentConfig) -> dict:
