@@ -220,8 +220,13 @@ def main(argv=None) -> int:
     p.add_argument("--extra-test", help="a manifest scored by every run (e.g. real speech and TTS engines never "
                                         "trained on); with --vocoders none, runs train on every vocoder")
     p.add_argument("--table", help="write the markdown table here (default: print it)")
+    p.add_argument("--report-only", action="store_true", help="table the finished runs of --work, train nothing")
     args = p.parse_args(argv)
-    text = table(run(args))
+    if args.report_only:
+        rows = [json.loads(f.read_text()) for f in sorted(Path(args.work).glob("*/*/seed*/result.json"))]
+    else:
+        rows = run(args)
+    text = table(rows)
     if args.table:
         Path(args.table).write_text(text + "\n")
     print(text)

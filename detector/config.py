@@ -171,12 +171,25 @@ def tiny(name: str = "av") -> ExperimentConfig:
                         resize=72)  # 128 px: 112 of 128
     train = TrainConfig(epochs=20, batch_size=8, lr=2e-3, weight_decay=0.01, warmup_steps=10, num_workers=0,
                         early_stopping=0, log_every=5)
-    return _resolved(ExperimentConfig(model=model, train=train))
+    return _resolved(_model_defaults(ExperimentConfig(model=model, train=train)))
 
 
 def base(name: str = "av") -> ExperimentConfig:
     """The default model sizes (R(2+1)D-18-like streams) for GPU training."""
-    return _resolved(ExperimentConfig(model=ModelConfig(name=name)))
+    return _resolved(_model_defaults(ExperimentConfig(model=ModelConfig(name=name))))
+
+
+# the audio-only detector's front-end, chosen by leave-one-vocoder-out on held-out speakers
+# (benchmarks/lovo.md: LFCC generalized to unseen vocoders better than log-mel); the AV models keep
+# the log-mel, on which the {2+1}-stream network was built and tested
+AUDIO_MODEL_FRONTEND = "lfcc"
+
+
+def _model_defaults(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Defaults that differ by model (a config file still overrides them)."""
+    if cfg.model.name == "audio":
+        cfg.model.audio.frontend = AUDIO_MODEL_FRONTEND
+    return cfg
 
 
 def _resolved(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -104,10 +104,14 @@ def test_tiny_shapes(name):
     if "video" in OUTPUTS[name]:  # stem /2 spatially, stages (1, 2, 2, 2) spatially and (1, 1, 2, 2) in time
         assert [tuple(f[f"video.stage{i}"].shape) for i in range(1, 5)] == [
             (2, 8, 16, 32, 32), (2, 16, 16, 16, 16), (2, 32, 8, 8, 8), (2, 64, 4, 4, 4)]
-    if "audio" in OUTPUTS[name]:  # 65 mel frames, each stage halves frequency and time
+    if "audio" in OUTPUTS[name] and name != "audio":  # 65 mel frames, each stage halves frequency and time
         assert f["audio.mel"].shape == (2, 80, SAMPLES // 160 + 1)
         assert [tuple(f[f"audio.stage{i}"].shape) for i in range(1, 5)] == [
             (2, 8, 40, 33), (2, 16, 20, 17), (2, 32, 10, 9), (2, 64, 5, 5)]
+    if name == "audio":  # the audio model's default front-end: 60 LFCC rows (20 with deltas)
+        assert cfg.audio.frontend == "lfcc" and f["audio.mel"].shape == (2, 60, SAMPLES // 160 + 1)
+        assert [tuple(f[f"audio.stage{i}"].shape) for i in range(1, 5)] == [
+            (2, 8, 30, 33), (2, 16, 15, 17), (2, 32, 8, 9), (2, 64, 4, 5)]
     if name.startswith("av"):
         assert f["sync.video"].shape == f["sync.audio"].shape == (2, cfg.sync.steps, cfg.sync.dim)
 
