@@ -148,8 +148,9 @@ def explain(model, sample: dict) -> dict:
         key, mel = keys[-1], feats["audio.mel"].detach()[0].float()
         label = ("attention received (video→audio cross-attention)" if attention
                  else f"Grad-CAM of logit_{main} ({key}, mean over freq.)")
+        audio_cfg = getattr(getattr(model, "cfg", None), "audio", None)
         result.update(mel=mel.cpu().numpy(), mel_curve=_audio_curve(mel, stages[key], grads[key], attention),
-                      curve_label=label)
+                      curve_label=label, frontend=getattr(audio_cfg, "frontend", "logmel"))
     return result
 
 
@@ -339,6 +340,11 @@ def plot_cam(info: dict, ex: dict, path: Path) -> Path:
     return path
 
 
+# what the audio front-end's map shows: (colour bar, rows)
+MAP_LABELS = {"logmel": ("ln mel power", "mel band"), "lfcc": ("LFCC value", "LFCC, deltas, double deltas"),
+              "linear": ("ln power", "FFT bin"), "sinc": ("ln band envelope", "sinc filter")}
+
+
 def plot_mel_pair(items: list[tuple[dict, dict]], path: Path, hop_s: float) -> Path:
     """Log-mels of a real clip and its fake counterpart, each with its curve over time."""
     fig = Figure(figsize=(10, 6.4), layout="constrained")
@@ -355,8 +361,9 @@ def plot_mel_pair(items: list[tuple[dict, dict]], path: Path, hop_s: float) -> P
         mel, curve = ex["mel"], ex["mel_curve"]
         seconds = mel.shape[-1] * hop_s
         im = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, mel.shape[0]))
-        fig.colorbar(im, ax=ax, label="ln mel power", pad=0.06)
-        ax.set_ylabel("mel band")
+        value, row = MAP_LABELS.get(ex.get("frontend", "logmel"), MAP_LABELS["logmel"])
+        fig.colorbar(im, ax=ax, label=value, pad=0.06)
+        ax.set_ylabel(row)
         ax.set_xlabel("time (s)")
         twin = ax.twinx()
         twin.plot(np.arange(len(curve)) * hop_s, curve, color="cyan", linewidth=2)
