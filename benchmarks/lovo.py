@@ -64,7 +64,8 @@ def _summary(s: np.ndarray, y: np.ndarray) -> dict:
     return {"auc": M.auc(s, y), "eer": M.eer(s, y), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}
 
 
-def evaluate(checkpoint: str, shards: Path, left_out: str) -> dict:
+def _scores(checkpoint: str, shards: Path):
+    """The ``test`` samples of ``shards`` with audio, and the checkpoint's P(audio fake) and labels."""
     from detector.checkpoint import load_checkpoint
     from detector.evaluate import eval_dataset
     from detector.scoring import score
@@ -72,18 +73,25 @@ def evaluate(checkpoint: str, shards: Path, left_out: str) -> dict:
     model, cfg = load_checkpoint(checkpoint)
     ds = eval_dataset(shards, cfg, "test", require=("audio",))
     r = score(model, ds, "cpu", batch_size=16)
-    s, y = r["p_audio"], r["audio_fake"]
-    voc = np.array(ds.strings("vocoder").tolist(), dtype=object)
-    ids = np.array(ds.strings("id").tolist(), dtype=object)
+    return ds, r["p_audio"], r["audio_fake"]
+
+
+def _strings(ds, key: str) -> np.ndarray:
+    return np.array(ds.strings(key).tolist(), dtype=object)
+
+
+def evaluate(checkpoint: str, shards: Path, left_out: str) -> dict:
+    from detector.evaluate import file_level
+
+    ds, s, y = _scores(checkpoint, shards)
+    voc, ids = _strings(ds, "vocoder"), _strings(ds, "id")
+    files = np.array([f"{i}|{v}" for i, v in zip(ids.tolist(), voc.tolist())], dtype=object)  # a clip's file version
     real = voc == ""
     out = {}
     for name, fake in (("unseen", voc == left_out), ("seen", ~real & (voc != left_out))):
         m = real | fake
         out[name] = _summary(s[m], y[m])
-        files = sorted({(i, v) for i, v in zip(ids[m].tolist(), voc[m].tolist())})
-        fs = np.array([s[m][(ids[m] == i) & (voc[m] == v)].mean() for i, v in files])
-        fy = np.array([0.0 if v == "" else 1.0 for _, v in files])
-        out[name + "_file"] = _summary(fs, fy)
+        out[name + "_file"] = file_level(s[m], y[m], files[m])
     return out
 
 
@@ -98,20 +106,11 @@ def prepare_extra(manifest: Path, work: Path, fps: float, frames_per_clip: int) 
 
 def evaluate_extra(checkpoint: str, shards: Path) -> dict:
     """Clip- and file-level AUC / EER of ``checkpoint`` on extra shards, and per method."""
-    from detector.checkpoint import load_checkpoint
-    from detector.evaluate import eval_dataset
-    from detector.scoring import score
+    from detector.evaluate import file_level
 
-    model, cfg = load_checkpoint(checkpoint)
-    ds = eval_dataset(shards, cfg, "test", require=("audio",))
-    r = score(model, ds, "cpu", batch_size=16)
-    s, y = r["p_audio"], r["audio_fake"]
-    ids = np.array(ds.strings("id").tolist(), dtype=object)
-    method = np.array(ds.strings("method").tolist(), dtype=object)
-    files = sorted(set(ids.tolist()))
-    fs = np.array([s[ids == f].mean() for f in files])
-    fy = np.array([y[ids == f].max() for f in files])
-    out = {"clip": _summary(s, y), "file": _summary(fs, fy)}
+    ds, s, y = _scores(checkpoint, shards)
+    ids, method = _strings(ds, "id"), _strings(ds, "method")
+    out = {"clip": _summary(s, y), "file": file_level(s, y, ids)}
     for m in sorted(set(method[y == 1].tolist())):
         keep = (y == 0) | (method == m)
         out[f"method:{m}"] = _summary(s[keep], y[keep])

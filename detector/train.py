@@ -437,10 +437,14 @@ def train(shards, out_dir, cfg: ExperimentConfig | None = None, resume: bool = F
     if run.val_ds is None:  # no validation: the best checkpoint is the last
         run.save(out_dir / "best.pt")
     pos = run.pos
-    has_best = run.val_ds is None or pos["best_epoch"] >= 0
+    return _result(out_dir, pos, reason, run.notes, has_best=run.val_ds is None or pos["best_epoch"] >= 0)
+
+
+def _result(out_dir: Path, pos: dict, stopped: str, notes: list, has_best: bool) -> dict:
+    """What :func:`train` returns, from a run's position."""
     best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
     return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
-            "epochs": pos["epoch"], "stopped": reason, "last": str(out_dir / "last.pt"), "notes": run.notes,
+            "epochs": pos["epoch"], "stopped": stopped, "last": str(out_dir / "last.pt"), "notes": notes,
             "best_checkpoint": str(out_dir / "best.pt") if has_best else None}
 
 
@@ -470,8 +474,4 @@ def _fit(shards, out_dir: Path, cfg: ExperimentConfig, dev: torch.device, state:
                  "data": ckpt.data_rates(shard_info(shards)), "fit": report}
         for name in ("last.pt", "best.pt"):
             ckpt.save(out_dir / name, state)
-    pos = state["position"]
-    best = pos["best"] if pos["best"] is not None and np.isfinite(pos["best"]) else None
-    return {"out": str(out_dir), "best": best, "best_epoch": pos["best_epoch"], "steps": pos["step"],
-            "epochs": pos["epoch"], "stopped": "fitted", "last": str(out_dir / "last.pt"), "notes": notes,
-            "best_checkpoint": str(out_dir / "best.pt")}
+    return _result(out_dir, state["position"], "fitted", notes, has_best=True)

@@ -31,21 +31,24 @@ def _audio_head(logit: torch.Tensor, lfcc: torch.Tensor) -> dict:
             "attention": {}}
 
 
-class LfccLogisticRegression(Detector):
-    """``lfcc-lr``. Forward: batch with ``audio`` (B, L) -> ``logit_audio``, ``p_audio`` (B,),
-    ``features`` {``audio.mel``: the LFCC map (B, 3 n_lfcc, T)}."""
+class _LfccBaseline(Detector):
+    """What both baselines are: audio in, one audio output, on the audio stream's LFCC front-end."""
 
     modalities = outputs = modes = ("audio",)
     main_output = "audio"
-
-    @staticmethod
-    def resolve_config(cfg: ModelConfig) -> ModelConfig:
-        return cfg
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.frontend = LfccFrontend(cfg.audio)
+
+
+class LfccLogisticRegression(_LfccBaseline):
+    """``lfcc-lr``. Forward: batch with ``audio`` (B, L) -> ``logit_audio``, ``p_audio`` (B,),
+    ``features`` {``audio.mel``: the LFCC map (B, 3 n_lfcc, T)}."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
         dims = 2 * 3 * cfg.audio.n_lfcc
         self.standardise = nn.BatchNorm1d(dims, affine=False)
         self.linear = nn.Linear(dims, 1)
@@ -61,22 +64,14 @@ class LfccLogisticRegression(Detector):
         return _audio_head(self.linear(z).squeeze(-1), lfcc)
 
 
-class LfccGmm(Detector):
+class LfccGmm(_LfccBaseline):
     """``lfcc-gmm``: fitted, not trained by gradients (:meth:`fit`). Forward as
     :class:`LfccLogisticRegression`; before :meth:`fit` the logit is 0."""
 
-    modalities = outputs = modes = ("audio",)
-    main_output = "audio"
     fitted = True  # detector.train fits it with :meth:`fit` instead of the gradient loop
 
-    @staticmethod
-    def resolve_config(cfg: ModelConfig) -> ModelConfig:
-        return cfg
-
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.frontend = LfccFrontend(cfg.audio)
+        super().__init__(cfg)
         k, d = cfg.baseline.gmm_components, 3 * cfg.audio.n_lfcc
         for cls in ("real", "fake"):  # log weights (K,), means (K, D), log variances (K, D)
             self.register_buffer(f"{cls}_log_weight", torch.full((k,), -float(np.log(k))))
