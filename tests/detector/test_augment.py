@@ -360,3 +360,47 @@ def test_augment_applies_the_new_audio_augmentations_seeded(face_clip, speech):
     # evaluation, and a sample without audio, get none of them
     ev = Augment(cfg, crop=112, train=False, seed=5)(sample(face_clip, 7, speech))
     assert torch.equal(ev["audio"], torch.from_numpy(speech)) and ev["augment"]["codec"] == ""
+
+
+def test_uint8_resize_matches_the_float_path(face_clip):
+    """The fast uint8 resampling of the tiny models' crops gives what resampling through float
+    gives, within one grey level."""
+    aug = Augment(AugmentConfig(), crop=64, train=False, resize=72)
+    fast = aug._resized({"video": face_clip})["video"]
+    slow = aug._resized({"video": face_clip.float()})["video"]
+    assert fast.dtype == torch.uint8 and fast.shape == (16, 3, 72, 72) and fast.is_contiguous()
+    assert int((fast.int() - slow.int()).abs().max()) <= 1
+
+
+def test_augmentation_statistics_follow_the_config():
+    """Over many samples, each augmentation is applied with its probability and its parameter
+    covers its whole range, evenly: what any faster input pipeline must keep."""
+    cfg, n = AugmentConfig(), 4000
+    aug = Augment(cfg, crop=64, train=True, seed=11, resize=72)
+    video = torch.zeros((1, 3, 72, 72), dtype=torch.uint8)
+    plans = [aug._plan(A._streams(A._AUGMENT_TAG, 11, 0, i)[0], {"video": video, "index": i}) for i in range(n)]
+    col = {k: np.array([p[k] for p in plans], dtype=np.float64) for k in plans[0] if k != "codec"}
+    tol = 4 * math.sqrt(0.25 / n)  # four standard deviations of a binomial fraction at p = 0.5
+    applied = {"flip": col["flip"] == 1, "noise": col["noise_std"] > 0, "jpeg": col["jpeg_quality"] > 0,
+               "h264": col["crf"] >= 0, "gain": col["gain_db"] != 0, "snr": np.isfinite(col["snr_db"])}
+    probs = {"flip": cfg.p_flip, "noise": cfg.p_gaussian_noise, "jpeg": cfg.p_jpeg, "h264": cfg.p_video_compression,
+             "gain": cfg.p_audio_gain, "snr": cfg.p_audio_noise}
+    for k, on in applied.items():
+        assert abs(on.mean() - probs[k]) < tol, (k, on.mean())
+    # independent of each other: both applied about p^2 of the time
+    assert abs((applied["jpeg"] & applied["h264"]).mean() - cfg.p_jpeg * cfg.p_video_compression) < tol
+    for key, (lo, hi), integer in (("noise_std", cfg.noise_std, False), ("jpeg_quality", cfg.jpeg_quality, True),
+                                   ("crf", cfg.video_crf, True), ("gain_db", cfg.audio_gain_db, False),
+                                   ("snr_db", cfg.audio_snr_db, False)):
+        on = {"noise_std": applied["noise"], "jpeg_quality": applied["jpeg"], "crf": applied["h264"],
+              "gain_db": applied["gain"], "snr_db": applied["snr"]}[key]
+        v = col[key][on]
+        assert v.min() >= lo and v.max() <= hi, key
+        width = hi - lo
+        assert v.mean() == pytest.approx((lo + hi) / 2, abs=0.03 * width), key  # uniform: centred
+        if integer:
+            assert set(np.unique(v).astype(int)) == set(range(int(lo), int(hi) + 1)), key  # every value drawn
+        else:
+            assert v.min() < lo + 0.01 * width and v.max() > hi - 0.01 * width, key
+    counts = np.bincount(col["crop_y"].astype(int), minlength=9)  # windows of 64 in 72: offsets 0..8
+    assert len(counts) == 9 and counts.min() > 0.7 * n / 9
