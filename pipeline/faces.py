@@ -62,8 +62,10 @@ def get_detector(cfg: FaceConfig):
 
         from .cluster import worker_device
 
+        import torch
+
         LOADS["count"] += 1
-        _DETECTORS[key] = MTCNN(
+        net = MTCNN(
             keep_all=True,
             min_face_size=cfg.min_face_size,
             thresholds=list(cfg.thresholds),
@@ -72,6 +74,12 @@ def get_detector(cfg: FaceConfig):
             select_largest=False,
             device=worker_device(cfg.device),
         ).eval()
+        # Channels-last weights make the convolutions' outputs channels-last, where torch's CPU
+        # max-pooling (half of P-Net's time in NCHW) is about 2.6x faster: detection on the 1080p
+        # DFDC samples takes 1.8x less time, boxes within 0.01 px (benchmarks/RESULTS.md).
+        for stage in (net.pnet, net.rnet, net.onet):
+            stage.to(memory_format=torch.channels_last)
+        _DETECTORS[key] = net
     return _DETECTORS[key]
 
 
