@@ -28,14 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-from bench_audio_corpus import make_corpus  # benchmarks/ (the scripts run from there)
+from bench_audio_corpus import make_corpus, run  # benchmarks/ (the scripts run from there)
 
 CORPORA = {"ASVspoof2019 LA (audio)": ("audio", 121_461), "In-the-Wild (audio)": ("audio", 31_779),
            "DFDC (video)": ("video", 119_154)}  # sizes: the datasets' own protocol / metadata files
@@ -48,20 +45,6 @@ def make_videos(data: Path, out: Path, copies: int) -> None:
     for k in range(copies):
         src = videos[k % len(videos)]
         shutil.copyfile(src, out / f"v{k:05d}_{src.name}")
-
-
-def stage_times(corpus: Path, work: Path) -> dict[str, float]:
-    exe = [sys.executable, "-m", "pipeline.cli"]
-    m, s, x = work / "m.jsonl", work / "s.zarr", work / "x.zarr"
-    cmds = {"manifest": ["manifest", "folder", str(corpus), "-o", str(m), "--default-label", "real"],
-            "extract": ["extract", str(m), "--store", str(s), "--no-progress"],
-            "build-shards": ["build-shards", "--store", str(s), "--out", str(x), "--pairs", "own", "--no-progress"]}
-    out = {}
-    for stage, args in cmds.items():
-        t = time.perf_counter()
-        subprocess.run(exe + args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        out[stage] = time.perf_counter() - t
-    return out
 
 
 def fmt_hours(seconds: float) -> str:
@@ -84,7 +67,8 @@ def main() -> None:
             tmp = Path(tempfile.mkdtemp(prefix="avdd-cost-"))
             try:
                 (make_corpus if kind == "audio" else make_videos)(data, tmp / "corpus", n)
-                measured[kind].append((n, stage_times(tmp / "corpus", tmp)))
+                times = run(tmp / "corpus", tmp, "soundfile")  # the three commands, default reader
+                measured[kind].append((n, {k: times[k] for k in ("manifest", "extract", "build-shards")}))
                 print(kind, n, measured[kind][-1], file=sys.stderr)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -24,23 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from bench_shards import build_sample_shards  # benchmarks/ (the scripts run from there)
+from bench_shards import build_sample_shards, loader_rate  # benchmarks/ (the scripts run from there)
 from detector import augment as A
 from detector.augment import Augment
 from detector.config import tiny
 from detector.data import ShardDataset
-
-
-def loader_rate(ds, batch: int = 8) -> float:
-    dl = DataLoader(ds, batch_size=batch, num_workers=1, shuffle=True, collate_fn=list, persistent_workers=True,
-                    generator=torch.Generator().manual_seed(0))
-    for _ in dl:  # first epoch: the worker starts, imports, opens the store
-        pass
-    t0 = time.perf_counter()
-    n = sum(len(b) for b in dl)
-    return n / (time.perf_counter() - t0)
 
 
 def per_clip_ms(fn, items) -> float:
@@ -66,7 +55,7 @@ def main(argv=None):
         pick = np.arange(min(args.samples, len(plain)))
         ds = torch.utils.data.Subset(ShardDataset(shards, split=None, modalities=("video", "audio"),
                                                   require=("video", "audio"), transform=aug), pick)
-        rate = loader_rate(ds)
+        rate = loader_rate(ds, workers=1, warm=True)
         raw = [plain[int(i)] for i in pick]
         small = [aug._resized(s)["video"][:, :, 4:68, 4:68].float() / 255.0 for s in raw]
         rng = np.random.default_rng(0)

@@ -97,9 +97,14 @@ class DecodeFromSource(Dataset):
 
 
 
-def loader_rate(ds, workers: int, batch: int = 8) -> float:
+def loader_rate(ds, workers: int, batch: int = 8, warm: bool = False) -> float:
+    """Samples/s of one shuffled epoch; ``warm``: after a first, untimed epoch of persistent
+    workers (their start, imports and store opening left out)."""
     dl = DataLoader(ds, batch_size=batch, num_workers=workers, shuffle=True, collate_fn=list,
-                    generator=torch.Generator().manual_seed(0), persistent_workers=False)
+                    generator=torch.Generator().manual_seed(0), persistent_workers=warm and workers > 0)
+    if warm:
+        for _ in dl:
+            pass
     t0 = time.perf_counter()
     n = sum(len(b) for b in dl)
     return n / (time.perf_counter() - t0)

@@ -58,11 +58,10 @@ def get_detector(cfg: FaceConfig):
     """The MTCNN for ``cfg``, loaded once per process (each Dask worker keeps its own)."""
     key = (cfg.device, cfg.min_face_size, tuple(cfg.thresholds), cfg.scale_factor)
     if key not in _DETECTORS:
+        import torch
         from facenet_pytorch import MTCNN
 
         from .cluster import worker_device
-
-        import torch
 
         LOADS["count"] += 1
         net = MTCNN(

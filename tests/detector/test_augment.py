@@ -389,12 +389,11 @@ def test_augmentation_statistics_follow_the_config():
         assert abs(on.mean() - probs[k]) < tol, (k, on.mean())
     # independent of each other: both applied about p^2 of the time
     assert abs((applied["jpeg"] & applied["h264"]).mean() - cfg.p_jpeg * cfg.p_video_compression) < tol
-    for key, (lo, hi), integer in (("noise_std", cfg.noise_std, False), ("jpeg_quality", cfg.jpeg_quality, True),
-                                   ("crf", cfg.video_crf, True), ("gain_db", cfg.audio_gain_db, False),
-                                   ("snr_db", cfg.audio_snr_db, False)):
-        on = {"noise_std": applied["noise"], "jpeg_quality": applied["jpeg"], "crf": applied["h264"],
-              "gain_db": applied["gain"], "snr_db": applied["snr"]}[key]
-        v = col[key][on]
+    for key, on, (lo, hi), integer in (("noise_std", "noise", cfg.noise_std, False),
+                                       ("jpeg_quality", "jpeg", cfg.jpeg_quality, True),
+                                       ("crf", "h264", cfg.video_crf, True), ("gain_db", "gain", cfg.audio_gain_db, False),
+                                       ("snr_db", "snr", cfg.audio_snr_db, False)):
+        v = col[key][applied[on]]
         assert v.min() >= lo and v.max() <= hi, key
         width = hi - lo
         assert v.mean() == pytest.approx((lo + hi) / 2, abs=0.03 * width), key  # uniform: centred
